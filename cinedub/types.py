@@ -1,0 +1,364 @@
+"""Typed records of the CineDub domain: small, frozen, on integer milliseconds of the source timeline.
+
+Linked by id, in the spirit of Lhotse (Recording / Supervision / Cut) and pyannote (Segment / Annotation):
+
+- :class:`Source`: one input media file (an episode), identified by the SHA-256 of its content.
+- :class:`Word` / :class:`AsrSegment` / :class:`Transcript`: what faster-whisper heard, with word times.
+- :class:`Shot`: a run of frames between two cuts (PySceneDetect), in frames and ms.
+- :class:`Turn`: a stretch of one speaker's speech (diarization), optionally tied to a face track.
+- :class:`Clip`: the window a trainer reads, 2-30 s of speech cut from one source.
+
+Every record round-trips through plain dicts (``to_dict`` / ``from_dict``) so stages can exchange small JSON files
+(never arrays) between Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, get_type_hints
+
+T = TypeVar("T", bound="Record")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+class Record:
+    """Mixin: dict and JSON round-trips for the frozen dataclasses below."""
+
+    # nested record fields: name -> record class (lists of records are declared the same way)
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        kwargs: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key, value in data.items():
+            if key not in names:
+                continue  # forward compatible: unknown keys from newer writers are ignored
+            sub = cls._nested.get(key)
+            if sub is not None and value is not None:
+                value = [sub.from_dict(v) for v in value] if isinstance(value, list) else sub.from_dict(value)
+                if isinstance(value, list):
+                    value = tuple(value)
+            elif "Fraction" in str(hints.get(key, "")) and isinstance(value, str):
+                num, den = value.split("/")
+                value = Fraction(int(num), int(den))
+            elif isinstance(value, list):
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the record as JSON atomically (temporary file in the same folder, then rename)."""
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_json(cls: type[T], path: str | Path) -> T:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as UTF-8 JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_encode(data), fh, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class AudioStream(Record):
+    """One audio stream of a media file as ffprobe reports it.
+
+    Attributes:
+        index: stream index in the container.
+        codec: codec name ("aac", "flac", ...).
+        sample_rate_hz: native sample rate (Hz).
+        channels: channel count.
+        language: ISO 639 tag from the container, if any.
+    """
+
+    index: int
+    codec: str
+    sample_rate_hz: int
+    channels: int
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Source(Record):
+    """One input media file (an episode or film), probed.
+
+    Attributes:
+        source_id: first 16 hex digits of ``sha256`` (stable across machines and renames).
+        path: where it was read from (informational; the content hash is the identity).
+        sha256: SHA-256 of the file's bytes.
+        episode: a human label (defaults to the file stem).
+        duration_ms: container duration (ms).
+        has_video / has_audio: stream presence.
+        fps: exact average video frame rate (e.g. ``Fraction(24000, 1001)``); None without video.
+        variable_frame_rate: True when the container's nominal and average rates disagree (VFR source).
+        n_frames: video frame count if known.
+        width / height: display size in pixels **after** rotation.
+        rotation_deg: display rotation from the container side data (0, 90, 180, 270).
+        video_codec: e.g. "h264", "hevc".
+        audio_streams: every audio stream; the first is used.
+    """
+
+    source_id: str
+    path: str
+    sha256: str
+    episode: str
+    duration_ms: int
+    has_video: bool
+    has_audio: bool
+    fps: Fraction | None = None
+    variable_frame_rate: bool = False
+    n_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    rotation_deg: int = 0
+    video_codec: str | None = None
+    audio_streams: tuple[AudioStream, ...] = ()
+
+    _nested: ClassVar[dict[str, type]] = {"audio_streams": AudioStream}
+
+
+@dataclass(frozen=True)
+class AudioTracks(Record):
+    """Audio files extracted or separated from one source (all FLAC, all in the source timeline).
+
+    Attributes:
+        mix_16k: mono 16 kHz mix (input of ASR/VAD/diarization).
+        mix_full: the first audio stream at its native rate (channels kept).
+        vocals / accompaniment: separated stems at ``separated_rate_hz``; with ``separation == "none"`` both are
+            None and consumers use the mix.
+        vocals_16k: mono 16 kHz vocals (or the mix when not separated).
+        separation: "demucs:<model name>" or "none".
+    """
+
+    mix_16k: str
+    mix_full: str
+    vocals_16k: str
+    separation: str
+    vocals: str | None = None
+    accompaniment: str | None = None
+    separated_rate_hz: int | None = None
+    full_rate_hz: int | None = None
+
+
+@dataclass(frozen=True)
+class Word(Record):
+    """One recognised word.
+
+    Attributes:
+        text: the word as written (leading space removed; Chinese normalised to the configured script).
+        start_ms / end_ms: source timeline (ms), ``start_ms <= end_ms``.
+        probability: faster-whisper's word probability in [0, 1].
+        speaker_id: episode-wide speaker id, once diarization has run.
+    """
+
+    text: str
+    start_ms: int
+    end_ms: int
+    probability: float
+    speaker_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AsrSegment(Record):
+    """One faster-whisper segment (roughly a sentence) with its words and quality signals.
+
+    Attributes:
+        avg_logprob: mean token log-probability; no_speech_prob: Whisper's no-speech probability;
+        compression_ratio: gzip ratio of the text (high values flag repetition loops).
+    """
+
+    text: str
+    start_ms: int
+    end_ms: int
+    words: tuple[Word, ...]
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+
+    _nested: ClassVar[dict[str, type]] = {"words": Word}
+
+
+@dataclass(frozen=True)
+class Transcript(Record):
+    """ASR output for one source.
+
+    Attributes:
+        language: ISO 639-1 code chosen (restricted to the configured languages).
+        language_probability: the detector's probability of that language among the allowed ones.
+        segments: in time order.
+        model: model name/folder; dropped: human-readable notes on segments removed by hallucination guards.
+    """
+
+    language: str
+    language_probability: float
+    segments: tuple[AsrSegment, ...]
+    model: str = ""
+    dropped: tuple[str, ...] = ()
+
+    _nested: ClassVar[dict[str, type]] = {"segments": AsrSegment}
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    @property
+    def text(self) -> str:
+        sep = "" if self.language in {"zh", "ja", "yue"} else " "
+        return sep.join(s.text.strip() for s in self.segments).strip()
+
+
+@dataclass(frozen=True)
+class Shot(Record):
+    """Frames ``[start_frame, end_frame)`` between two cuts; ``start_ms``/``end_ms`` are their presentation times.
+
+    Follows PySceneDetect's convention that a cut's timecode is the **first frame of the new shot**.
+    """
+
+    index: int
+    start_frame: int
+    end_frame: int
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
+class ShotList(Record):
+    """All shots of a source plus the detector used. ``cuts`` = start frames of every shot but the first."""
+
+    fps: Fraction
+    n_frames: int
+    shots: tuple[Shot, ...]
+    detector: str = "adaptive"
+
+    _nested: ClassVar[dict[str, type]] = {"shots": Shot}
+
+    @property
+    def cut_frames(self) -> list[int]:
+        return [s.start_frame for s in self.shots[1:]]
+
+    @property
+    def cut_ms(self) -> list[int]:
+        return [s.start_ms for s in self.shots[1:]]
+
+
+@dataclass(frozen=True)
+class Turn(Record):
+    """A stretch of speech by one speaker (diarization), in ms of the source timeline.
+
+    Attributes:
+        speaker_id: stable across the whole source ("<source_id>-S00" style).
+        on_screen: True if a visible face speaks it, False if off screen, None if unknown (no visual stage).
+        face_track_id: the speaking face track, if any.
+        overlap: True if another speaker talks at the same time for part of the turn.
+    """
+
+    start_ms: int
+    end_ms: int
+    speaker_id: str
+    on_screen: bool | None = None
+    face_track_id: str | None = None
+    overlap: bool = False
+
+
+@dataclass(frozen=True)
+class Clip(Record):
+    """A training example's window: ``[start_ms, end_ms)`` of one source, never cutting a word.
+
+    Attributes:
+        clip_id: deterministic ``uuid5`` of (source sha256, start_ms, end_ms), so a rerun yields the same ids.
+        source_id: the :class:`Source` it comes from.
+        index: position among the source's clips.
+        words: the words inside, times in the **source** timeline.
+        shot_boundaries_ms: cut times strictly inside the clip (source timeline, ms).
+        start_frame / end_frame: the video frames covered (``[start, end)``), None for audio-only sources.
+        cut_reason: why the clip ends where it does ("shot", "pause", "sentence", "max_length", "end").
+    """
+
+    clip_id: str
+    source_id: str
+    index: int
+    start_ms: int
+    end_ms: int
+    words: tuple[Word, ...]
+    shot_boundaries_ms: tuple[int, ...] = ()
+    start_frame: int | None = None
+    end_frame: int | None = None
+    cut_reason: str = ""
+    turns: tuple[Turn, ...] = field(default_factory=tuple)
+
+    _nested: ClassVar[dict[str, type]] = {"words": Word, "turns": Turn}
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+    @property
+    def text(self) -> str:
+        return join_words([w.text for w in self.words])
+
+
+@dataclass(frozen=True)
+class ClipList(Record):
+    """The clips of one source, in time order."""
+
+    source_id: str
+    clips: tuple[Clip, ...]
+
+    _nested: ClassVar[dict[str, type]] = {"clips": Clip}
+
+
+def join_words(words: list[str]) -> str:
+    """Join word texts: no separator between CJK characters, a space elsewhere."""
+    out = ""
+    for w in words:
+        w = w.strip()
+        if not w:
+            continue
+        if out and not (_is_cjk(out[-1]) or _is_cjk(w[0])) and w[0] not in ",.!?;:%)'\"":
+            out += " "
+        out += w
+    return out
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0x3000 <= code <= 0x30FF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF
+        or 0xF900 <= code <= 0xFAFF
+        or 0xFF00 <= code <= 0xFFEF
+    )

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up CineDub on a fresh Debian 12 machine: system packages, a virtual environment in .venv, pinned Python
+# packages in the order that keeps the CPU build of torch (see ../shared/docs/ENVIRONMENT.md). Idempotent.
+# Usage: bash scripts/setup.sh          (CINEDUB_SKIP_APT=1 skips apt when ffmpeg is already there)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+if [ "${CINEDUB_SKIP_APT:-0}" != "1" ] && ! command -v ffmpeg >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade "pip==24.3.1"
+# torch first: anything that pulls torch later must find 2.13.0 (CPU) already there, or it fetches CUDA builds.
+$PIP install -q "torch==2.13.0"
+$PIP install -q -c requirements/constraints.txt -e ".[test]"
+$PIP install -q --no-deps -r requirements/nodeps.txt
+# torchaudio's PyPI wheel is a CUDA build whose native libs cannot load beside CPU torch; its pure-Python parts
+# (used by demucs and pyannote) work once the .so files are gone.
+rm -f .venv/lib/python3.11/site-packages/torchaudio/lib/*.so
+.venv/bin/python -c "import cinedub, demucs.api, faster_whisper, scenedetect, pyannote.audio" 2>/dev/null \
+    || { echo "setup: import check failed" >&2; exit 1; }
+echo "setup: ok (.venv ready; activate with 'source .venv/bin/activate')"
