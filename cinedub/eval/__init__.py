@@ -1,0 +1,1 @@
+"""Evaluation: WER/CER (jiwer), DER/JER (pyannote.metrics)."""

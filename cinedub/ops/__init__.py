@@ -1,0 +1,1 @@
+"""Pure logic (no Prefect, no torch): segmentation, word->speaker assignment, fusion."""
