@@ -1,0 +1,228 @@
+"""The ``cinedub`` command line (typer).
+
+``cinedub run INPUT... --out DIR`` runs the pipeline through Prefect (no server needed; set ``PREFECT_API_URL`` to
+use one), ``cinedub inspect DIR`` summarises shards, ``cinedub models`` lists the model folders present and
+missing, ``cinedub mux`` joins a picture-only video with a separate audio file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="CineDub: film and TV footage in, Parquet training shards for movie-dubbing models out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML or TOML configuration file (also CINEDUB_CONFIG).")
+]
+ModelsOpt = Annotated[
+    Optional[Path], typer.Option("--models-dir", help="Folder of model folders (also CINEDUB_MODELS_DIR).")
+]
+
+
+def _load_config(config: Path | None, **overrides):
+    from pydantic import ValidationError
+
+    from cinedub.config import Config
+
+    try:
+        return Config.load(config, **overrides)
+    except (ValidationError, FileNotFoundError, ValueError) as e:
+        console.print(f"[red]configuration error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mxf"}
+
+
+def _expand_inputs(inputs: list[Path]) -> list[str]:
+    out: list[str] = []
+    for p in inputs:
+        if p.is_dir():
+            out += [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in MEDIA_SUFFIXES and f.is_file()]
+        else:
+            out.append(str(p))
+    return out
+
+
+def _preflight(cfg) -> None:
+    """Fail before any work when a model the run needs is missing (and the hub is not allowed)."""
+    from cinedub.errors import ModelNotFoundError
+    from cinedub.models import resolve_model_dir
+
+    if cfg.allow_hub:
+        return
+    needed = ["whisper"] + (["demucs"] if cfg.separation.method == "demucs" else [])
+    for key in needed:
+        try:
+            resolve_model_dir(cfg, key)
+        except ModelNotFoundError as e:
+            hint = " (or run with --separation none to use the mix)" if key == "demucs" else ""
+            console.print(f"[red]{e}[/red]{hint}")
+            raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    inputs: Annotated[list[Path], typer.Argument(help="Media files or folders (searched for video files).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for shards, manifest and run reports.")],
+    config: ConfigOpt = None,
+    models_dir: ModelsOpt = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    languages: Annotated[Optional[str], typer.Option(help="Allowed languages, comma-separated (e.g. zh,en).")] = None,
+    separation: Annotated[Optional[str], typer.Option(help="demucs or none (use the mix).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the pipeline on INPUTS and write shards to --out. Reruns reuse every finished stage.
+
+    A bad input (not media, truncated, no audio or no video) is reported and skipped; the others go on.
+    The exit code is 0 when every input succeeded, 1 when some failed.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages}
+    if separation:
+        overrides["separation"] = {"method": separation}
+    cfg = _load_config(config, **overrides)
+    if separation and config:  # keep the file's other separation options
+        cfg = cfg.model_copy(update={"separation": cfg.separation.model_copy(update={"method": separation})})
+    _preflight(cfg)
+    paths = _expand_inputs(inputs)
+    if not paths:
+        console.print("[red]no inputs found[/red]")
+        raise typer.Exit(2)
+
+    from flows.pipeline import configure_prefect_env
+
+    configure_prefect_env(out)
+    from flows.pipeline import run_pipeline
+
+    result = run_pipeline(paths, str(out), cfg, progress=progress)
+    table = Table(title=f"cinedub run: {result['total_clips']} clips in {result['shards']} shards ({out})")
+    for col in ("input", "status", "clips", "language", "reason"):
+        table.add_column(col)
+    for r in result["inputs"]:
+        table.add_row(
+            Path(r["input"]).name,
+            "[green]ok[/green]" if r["status"] == "ok" else "[red]failed[/red]",
+            str(r.get("clips", "")),
+            str(r.get("language", "")),
+            r.get("reason", ""),
+        )
+    out_console.print(table)
+    out_console.print(f"report: {result['report']}")
+    if any(r["status"] != "ok" for r in result["inputs"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    out: Annotated[Path, typer.Argument(help="An output folder (holding manifest.json).")],
+    clips: Annotated[int, typer.Option("--clips", "-n", help="Clips to list (0 = none, -1 = all).")] = 20,
+    source: Annotated[Optional[str], typer.Option(help="Only this source id.")] = None,
+) -> None:
+    """Summarise the shards in OUT: shards, clips, hours, languages, and a list of clips with text and times."""
+    from cinedub.errors import SchemaVersionError
+    from cinedub.reader import ShardReader
+
+    try:
+        reader = ShardReader(out)
+    except (FileNotFoundError, SchemaVersionError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    m = reader.manifest
+    cols = ["clip_id", "source_id", "episode", "clip_index", "start_ms", "end_ms", "duration_ms", "language", "text",
+            "split", "shot_boundaries_ms"]
+    table = reader.table(columns=cols, source_id=source)
+    rows = table.to_pylist()
+    total_ms = sum(r["duration_ms"] for r in rows)
+    langs: dict[str, int] = {}
+    per_source: dict[str, list] = {}
+    for r in rows:
+        langs[r["language"]] = langs.get(r["language"], 0) + 1
+        per_source.setdefault(r["source_id"], []).append(r)
+    out_console.print(
+        f"[bold]{out}[/bold]: schema {m['schema_version']}, {len(m['shards'])} shards, {m['total_rows']} clips, "
+        f"{m['total_bytes'] / 1e6:.1f} MB, {total_ms / 3.6e6:.3f} h of speech; languages "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(langs.items(), key=lambda kv: str(kv[0])))
+    )
+    st = Table(title="sources")
+    for c in ("source_id", "episode", "clips", "speech s", "split"):
+        st.add_column(c)
+    for sid, rs in per_source.items():
+        st.add_row(sid, rs[0]["episode"], str(len(rs)), f"{sum(r['duration_ms'] for r in rs) / 1000:.1f}", rs[0]["split"])
+    out_console.print(st)
+    if clips:
+        ct = Table(title="clips")
+        for c in ("episode", "#", "start", "end", "lang", "cuts", "text"):
+            ct.add_column(c, overflow="fold")
+        shown = rows if clips < 0 else rows[:clips]
+        for r in sorted(shown, key=lambda r: (r["episode"], r["clip_index"])):
+            ct.add_row(
+                r["episode"],
+                str(r["clip_index"]),
+                f"{r['start_ms'] / 1000:.3f}",
+                f"{r['end_ms'] / 1000:.3f}",
+                r["language"],
+                str(len(r["shot_boundaries_ms"] or [])),
+                r["text"],
+            )
+        out_console.print(ct)
+
+
+@app.command()
+def models(config: ConfigOpt = None, models_dir: ModelsOpt = None) -> None:
+    """List the models the configuration uses: present, or missing with how to get them."""
+    from cinedub.models import model_status
+
+    cfg = _load_config(config, models_dir=models_dir)
+    table = Table(title=f"models in {cfg.models_dir}")
+    for c in ("model", "stage", "folder", "status", "how to get it"):
+        table.add_column(c, overflow="fold")
+    missing_required = False
+    for spec, folder, missing in model_status(cfg):
+        if missing:
+            status = "[yellow]missing (optional)[/yellow]" if spec.optional else "[red]missing[/red]"
+            missing_required |= not spec.optional
+        else:
+            status = "[green]present[/green]"
+        table.add_row(spec.key, spec.stage, str(folder), status + ("" if not missing else f": {', '.join(missing)}"),
+                      "" if not missing else spec.hub)
+    out_console.print(table)
+    if missing_required:
+        raise typer.Exit(1)
+
+
+@app.command()
+def mux(
+    video: Annotated[Path, typer.Argument(help="File whose video stream is kept.")],
+    audio: Annotated[Path, typer.Argument(help="File whose audio is added.")],
+    out: Annotated[Path, typer.Argument(help="Output file (e.g. out.mp4).")],
+) -> None:
+    """Join a picture-only video with a separate audio file (video copied, audio AAC, shortest wins)."""
+    from cinedub.media import mux_video_audio
+
+    mux_video_audio(video, audio, out)
+    out_console.print(str(out))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

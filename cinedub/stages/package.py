@@ -1,0 +1,154 @@
+"""Packaging: turn one source's records and audio into clip rows and write its Parquet shards.
+
+Each row follows :mod:`cinedub.schema`. Audio is cut from the vocal track (or the mix when separation is off) by
+reading only the clip's span of the FLAC file, so memory stays bounded by one clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cinedub import __version__
+from cinedub.media import encode_flac, load_audio
+from cinedub.schema import SCHEMA_VERSION
+from cinedub.shards import write_source_shards
+from cinedub.stages.base import Resources, Stage
+from cinedub.types import AudioTracks, Clip, ClipList, Source, Transcript
+
+# Fractions of sources (by content hash) that go to dev and test; the rest is train.
+SPLIT_DEV_PERCENT = 5
+SPLIT_TEST_PERCENT = 5
+
+
+def split_for(source_sha256: str) -> str:
+    """Reproducible, episode-disjoint split: a source always lands in the same split, whatever else is ingested."""
+    bucket = int(hashlib.sha256(f"cinedub-split:{source_sha256}".encode()).hexdigest()[:8], 16) % 100
+    if bucket < SPLIT_TEST_PERCENT:
+        return "test"
+    if bucket < SPLIT_TEST_PERCENT + SPLIT_DEV_PERCENT:
+        return "dev"
+    return "train"
+
+
+def _clip_quality(clip: Clip, transcript: Transcript) -> dict[str, float | None]:
+    probs = [w.probability for w in clip.words]
+    segs = [s for s in transcript.segments if s.end_ms > clip.start_ms and s.start_ms < clip.end_ms]
+    return {
+        "asr_avg_logprob": float(np.mean([s.avg_logprob for s in segs])) if segs else None,
+        "asr_min_word_probability": float(min(probs)) if probs else None,
+        "asr_mean_word_probability": float(np.mean(probs)) if probs else None,
+        "asr_no_speech_prob": float(max(s.no_speech_prob for s in segs)) if segs else None,
+    }
+
+
+def _audio_column(path: str | None, clip: Clip, name: str) -> tuple[dict[str, Any] | None, int | None]:
+    if not path:
+        return None, None
+    samples, sr = load_audio(path, start_ms=clip.start_ms, end_ms=clip.end_ms)
+    return {"bytes": encode_flac(samples, sr), "path": f"{clip.clip_id}.{name}.flac"}, sr
+
+
+def clip_rows(
+    source: Source,
+    tracks: AudioTracks,
+    transcript: Transcript,
+    clips: Sequence[Clip],
+    *,
+    config_hash: str,
+    models: Sequence[dict[str, str]],
+    include_accompaniment: bool = True,
+    created_at: datetime | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield one schema row per clip (audio cut and encoded lazily, one clip at a time).
+
+    Args:
+        models: ``{"stage", "name", "version"}`` dicts for the provenance column.
+        created_at: run time stamped on every row (the only field that differs between identical runs).
+    """
+    created_at = created_at or datetime.now(timezone.utc)
+    vocal_path = tracks.vocals or tracks.mix_full
+    split = split_for(source.sha256)
+    for clip in clips:
+        vocals, sr = _audio_column(vocal_path, clip, "vocals")
+        accomp, _ = _audio_column(tracks.accompaniment, clip, "accompaniment") if include_accompaniment else (None, None)
+        text = clip.text
+        yield {
+            "clip_id": clip.clip_id,
+            "source_id": source.source_id,
+            "source_sha256": source.sha256,
+            "episode": source.episode,
+            "clip_index": clip.index,
+            "split": split,
+            "start_ms": clip.start_ms,
+            "end_ms": clip.end_ms,
+            "duration_ms": clip.duration_ms,
+            "fps_num": source.fps.numerator if source.fps else None,
+            "fps_den": source.fps.denominator if source.fps else None,
+            "fps": float(source.fps) if source.fps else None,
+            "start_frame": clip.start_frame,
+            "end_frame": clip.end_frame,
+            "shot_boundaries_ms": list(clip.shot_boundaries_ms),
+            "language": transcript.language,
+            "language_probability": transcript.language_probability,
+            "text": text,
+            "text_raw": text,
+            "words": [w.to_dict() for w in clip.words],
+            "turns": [t.to_dict() for t in clip.turns],
+            "speakers": None,
+            "emotion": None,
+            "emotion_confidence": None,
+            "clue": None,
+            "scene_type": None,
+            "scene_type_candidates": None,
+            "sample_rate_hz": sr,
+            "audio_vocals": vocals,
+            "audio_accompaniment": accomp,
+            "faces": None,
+            "quality": _clip_quality(clip, transcript),
+            "provenance": {
+                "pipeline_version": __version__,
+                "schema_version": SCHEMA_VERSION,
+                "config_hash": config_hash,
+                "separation": tracks.separation,
+                "models": list(models),
+                "review_status": "unreviewed",
+                "created_at": created_at,
+            },
+        }
+
+
+class PackageStage(Stage):
+    """Writes a source's clips as Parquet shards (``shards/<source_id>-NNNNN.parquet``)."""
+
+    name = "package"
+    version = "1"
+    config_sections = ("shards",)
+    resources = Resources(cpus=1)
+
+    def process(
+        self,
+        source: Source,
+        tracks: AudioTracks,
+        transcript: Transcript,
+        clips: ClipList,
+        out_dir: str | Path,
+        *,
+        models: Sequence[dict[str, str]],
+    ) -> list[Path]:
+        """Write the shards of one source, replacing any earlier set; returns their paths."""
+        rows = clip_rows(
+            source,
+            tracks,
+            transcript,
+            clips.clips,
+            config_hash=self.cfg.config_hash(),
+            models=models,
+            include_accompaniment=self.cfg.shards.include_accompaniment,
+        )
+        return write_source_shards(rows, out_dir, source.source_id, self.cfg.shards)

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments of CineDub (thin wrappers over cinedub.stages)."""

@@ -1,0 +1,326 @@
+"""Prefect flows of the main job: one parent run over many inputs, one child flow run per source.
+
+The flows only wire, cache, retry and report; the work is done by the stages in :mod:`cinedub.stages`.
+Tasks exchange paths of small JSON records written in the source's work folder, never arrays.
+
+Caching: each task's cache key is ``<stage>/<source_id>/<hash of (stage version, stage config, source content
+hash, upstream keys)>`` (see :func:`_key`), persisted in a local-file-system result storage under the work folder.
+A rerun after a crash, or with more inputs, replays finished stages from the cache and redoes only what changed.
+A key whose output file has disappeared is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.filesystems import LocalFileSystem
+
+from cinedub.config import Config
+from cinedub.errors import CineDubError, MediaError
+from cinedub.media import sha256_file
+from cinedub.ops.segment import segment_clips
+from cinedub.shards import build_manifest, source_shards
+from cinedub.stages.asr import AsrStage
+from cinedub.stages.base import get_stage, source_work_dir
+from cinedub.stages.ingest import IngestResult, IngestStage
+from cinedub.stages.package import PackageStage
+from cinedub.stages.separation import SeparationStage
+from cinedub.stages.shots import ShotStage
+from cinedub.types import AudioTracks, ClipList, ShotList, Transcript, write_json_atomic
+
+log = logging.getLogger("cinedub.flow")
+
+SEGMENT_VERSION = "1"
+_HASH_VERSION = "1"
+
+
+def _key(stage: str, source_id: str, *parts: Any) -> str:
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:20]
+    return f"{stage}/{source_id}/{digest}"
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Use the key the flow computed; a key whose output file is gone becomes a miss."""
+    key = parameters["cache_key"]
+    output = parameters.get("output")
+    if output and not Path(output).exists():
+        return f"{key}/rebuild-{uuid.uuid4().hex}"
+    return key
+
+
+def _output(work: Path, key: str, suffix: str = ".json") -> str:
+    stage, _, digest = key.split("/")
+    return str(work / f"{stage}-{digest[:12]}{suffix}")
+
+
+@task(name="hash-source", cache_key_fn=lambda ctx, p: f"hash/{p['path']}/{p['size']}/{p['mtime_ns']}")
+def hash_source(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of the input (cached by path, size and mtime so large files are hashed once)."""
+    return sha256_file(path)
+
+
+@task(name="ingest", cache_key_fn=_cache_key, retries=0)
+def ingest_task(path: str, cfg: Config, out_dir: str, cache_key: str, output: str) -> str:
+    work = Path(output).parent
+    result = get_stage(IngestStage, cfg).process(Path(path), work, require_video=True)
+    result.to_json(output)
+    return output
+
+
+@task(name="separation", cache_key_fn=_cache_key)
+def separation_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    ingest = IngestResult.from_json(ingest_json)
+    stage_dir = Path(output).with_suffix("")
+    tracks = get_stage(SeparationStage, cfg).process(ingest, stage_dir)
+    tracks.to_json(output)
+    return output
+
+
+@task(name="asr", cache_key_fn=_cache_key)
+def asr_task(tracks_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    tracks = AudioTracks.from_json(tracks_json)
+    get_stage(AsrStage, cfg).process(Path(tracks.vocals_16k), Path(output))
+    return output
+
+
+@task(name="shots", cache_key_fn=_cache_key)
+def shots_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    ingest = IngestResult.from_json(ingest_json)
+    get_stage(ShotStage, cfg).process(Path(ingest.source.path), ingest.source, Path(output))
+    return output
+
+
+@task(name="segment", cache_key_fn=_cache_key)
+def segment_task(ingest_json: str, transcript_json: str, shots_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    ingest = IngestResult.from_json(ingest_json)
+    transcript = Transcript.from_json(transcript_json)
+    shots = ShotList.from_json(shots_json)
+    clips = segment_clips(ingest.source, transcript.words, shots, cfg.segmentation)
+    ClipList(source_id=ingest.source.source_id, clips=tuple(clips)).to_json(output)
+    return output
+
+
+@task(name="package", cache_key_fn=_cache_key)
+def package_task(
+    ingest_json: str,
+    tracks_json: str,
+    transcript_json: str,
+    clips_json: str,
+    cfg: Config,
+    out_dir: str,
+    models: list[dict[str, str]],
+    cache_key: str,
+    output: str,
+) -> str:
+    ingest = IngestResult.from_json(ingest_json)
+    shards = get_stage(PackageStage, cfg).process(
+        ingest.source,
+        AudioTracks.from_json(tracks_json),
+        Transcript.from_json(transcript_json),
+        ClipList.from_json(clips_json),
+        out_dir,
+        models=models,
+    )
+    write_json_atomic(output, {"shards": [str(p) for p in shards]})
+    return output
+
+
+def _ensure_result_storage(work_root: Path) -> str:
+    """A saved local-file-system block for this work folder (Prefect needs saved blocks for result storage)."""
+    base = (work_root / "prefect-results").resolve()
+    name = "cinedub-results-" + hashlib.sha1(str(base).encode()).hexdigest()[:12]
+    LocalFileSystem(basepath=str(base)).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def _models(cfg: Config) -> list[dict[str, str]]:
+    models = [{"stage": "asr", "name": cfg.asr.model, "version": AsrStage.version}]
+    if cfg.separation.method != "none":
+        models.insert(0, {"stage": "separation", "name": f"demucs:{cfg.separation.model}", "version": SeparationStage.version})
+    models.append({"stage": "shots", "name": f"scenedetect:{cfg.shots.detector}", "version": ShotStage.version})
+    return models
+
+
+@flow(name="cinedub-source", flow_run_name="source-{name}", log_prints=True)
+def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage: str | None = None) -> dict[str, Any]:
+    """Run every stage on one source and write its shards; returns a small summary dict.
+
+    Raises:
+        MediaError: the input is unusable (the parent records it and goes on).
+    """
+    logger = get_run_logger()
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError(p, "file not found")
+    work_root = Path(cfg.work_dir) if cfg.work_dir else Path(out_dir) / ".work"
+    storage = storage or _ensure_result_storage(work_root)
+    opts = {"result_storage": storage}
+    st = p.stat()
+    sha = hash_source.with_options(**opts)(str(p), st.st_size, st.st_mtime_ns)
+    source_id = sha[:16]
+    work = source_work_dir(cfg, out_dir, source_id)
+    t0 = time.perf_counter()
+
+    k_ingest = _key("ingest", source_id, IngestStage.version, sha)
+    ingest_json = ingest_task.with_options(**opts)(str(p), cfg, out_dir, k_ingest, _output(work, k_ingest))
+
+    sep = SeparationStage(cfg)
+    k_sep = _key("separation", source_id, sep.cache_token(), k_ingest)
+    tracks_json = separation_task.with_options(**opts)(ingest_json, cfg, k_sep, _output(work, k_sep))
+
+    k_asr = _key("asr", source_id, AsrStage(cfg).cache_token(), k_sep)
+    transcript_json = asr_task.with_options(**opts)(tracks_json, cfg, k_asr, _output(work, k_asr))
+
+    k_shots = _key("shots", source_id, ShotStage(cfg).cache_token(), k_ingest)
+    shots_json = shots_task.with_options(**opts)(ingest_json, cfg, k_shots, _output(work, k_shots))
+
+    k_seg = _key("segment", source_id, SEGMENT_VERSION, cfg.stage_hash("segmentation"), k_asr, k_shots)
+    clips_json = segment_task.with_options(**opts)(ingest_json, transcript_json, shots_json, cfg, k_seg, _output(work, k_seg))
+
+    out_abs = str(Path(out_dir).resolve())
+    models = _models(cfg)
+    k_pack = _key("package", source_id, PackageStage(cfg).cache_token(), cfg.config_hash(), k_seg, k_sep, out_abs, models)
+    package_json = _output(work, k_pack)
+    if not source_shards(out_dir, source_id):  # shards deleted by hand: rebuild them
+        k_pack += f"/rebuild-{uuid.uuid4().hex}"
+    package_task.with_options(**opts)(ingest_json, tracks_json, transcript_json, clips_json, cfg, out_dir, models, k_pack, package_json)
+
+    clips = ClipList.from_json(clips_json)
+    transcript = Transcript.from_json(transcript_json)
+    ingest = IngestResult.from_json(ingest_json)
+    summary = {
+        "source_id": source_id,
+        "path": str(p),
+        "episode": ingest.source.episode,
+        "duration_ms": ingest.source.duration_ms,
+        "language": transcript.language,
+        "clips": len(clips.clips),
+        "shards": [str(s.name) for s in source_shards(out_dir, source_id)],
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    logger.info("source %s (%s): %d clips, language %s", p.name, source_id, summary["clips"], summary["language"])
+    return summary
+
+
+@dataclass
+class RunReport:
+    """What one run did with each input: ``ok`` with a summary, or ``failed`` with the reason."""
+
+    run_id: str
+    started_at: str
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [i for i in self.inputs if i["status"] == "failed"]
+
+    def write(self, out_dir: str | Path) -> Path:
+        path = Path(out_dir) / "runs" / f"{self.started_at.replace(':', '')}-{self.run_id[:8]}.json"
+        write_json_atomic(path, {"run_id": self.run_id, "started_at": self.started_at, "inputs": self.inputs})
+        return path
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CineDubError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@flow(name="cinedub-run", log_prints=True)
+def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, progress: bool = True) -> dict[str, Any]:
+    """Process many inputs, one child flow run each; a failed input is recorded and the others go on.
+
+    Returns the run report as a dict (also written to ``<out_dir>/runs/`` and shown as a table artifact).
+    """
+    from prefect.context import get_run_context
+
+    cfg = cfg or Config()
+    logger = get_run_logger()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = str(get_run_context().flow_run.id)
+    report = RunReport(run_id=run_id, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    work_root = Path(cfg.work_dir) if cfg.work_dir else out / ".work"
+    storage = _ensure_result_storage(work_root)
+    artifact_id = create_progress_artifact(0.0, key="cinedub-run-progress", description=f"{len(inputs)} inputs")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(inputs), desc="sources", unit="src", dynamic_ncols=True)
+    for i, path in enumerate(inputs):
+        name = Path(path).name
+        if bar is not None:
+            bar.set_postfix_str(name)
+        state = process_source(path, str(out), cfg, name=name, storage=storage, return_state=True)
+        if state.is_completed():
+            report.inputs.append({"input": path, "status": "ok", **state.result()})
+        else:
+            try:
+                state.result()
+                reason = f"run ended {state.type.value}"
+            except BaseException as exc:  # the child's exception, re-raised by .result()
+                reason = _reason(exc)
+                if not isinstance(exc, CineDubError):
+                    logger.debug("".join(traceback.format_exception(exc)))
+            logger.error("FAILED %s: %s", path, reason)
+            report.inputs.append({"input": path, "status": "failed", "reason": reason})
+        update_progress_artifact(artifact_id, 100.0 * (i + 1) / max(1, len(inputs)))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    manifest = build_manifest(out)
+    report_path = report.write(out)
+    create_table_artifact(
+        [
+            {
+                "input": Path(r["input"]).name,
+                "status": r["status"],
+                "clips": r.get("clips", ""),
+                "language": r.get("language", ""),
+                "reason": r.get("reason", ""),
+            }
+            for r in report.inputs
+        ],
+        key="cinedub-run-report",
+        description=f"{len(report.inputs) - len(report.failed)} ok, {len(report.failed)} failed",
+    )
+    logger.info(
+        "%d ok, %d failed; %d clips in %d shards; report %s",
+        len(report.inputs) - len(report.failed),
+        len(report.failed),
+        manifest["total_rows"],
+        len(manifest["shards"]),
+        report_path,
+    )
+    result = {
+        "run_id": run_id,
+        "report": str(report_path),
+        "inputs": report.inputs,
+        "total_clips": manifest["total_rows"],
+        "shards": len(manifest["shards"]),
+    }
+    return result
+
+
+def configure_prefect_env(out_dir: str | Path | None = None) -> None:
+    """Environment defaults for running without a server (ephemeral) or against one (``PREFECT_API_URL``)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
