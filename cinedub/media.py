@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import re
+import uuid
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import ffmpeg
 import numpy as np
@@ -33,12 +35,31 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _ffmpeg_reason(path: Path, stderr: bytes | None, default: str) -> str:
+    """ffmpeg's error lines, deduplicated, without the ``[demuxer @ 0x...]`` and ``<path>:`` prefixes."""
+    out: list[str] = []
+    for line in (stderr or b"").decode("utf-8", "replace").splitlines():
+        line = re.sub(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line.strip())
+        if line.startswith(f"{path}:"):
+            line = line[len(str(path)) + 1 :].strip()
+        if line and line not in out:
+            out.append(line)
+    return "; ".join(out[-3:]) or default
+
+
+def _looks_like_mp4(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8)[4:8] == b"ftyp"
+
+
 def _ffprobe(path: Path) -> dict:
     try:
-        return ffmpeg.probe(str(path))
+        return ffmpeg.probe(str(path), v="error")
     except ffmpeg.Error as e:
-        msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        detail = msg[-1] if msg else "ffprobe failed"
+        detail = _ffmpeg_reason(path, e.stderr, "ffprobe failed")
+        if "moov atom not found" in detail and _looks_like_mp4(path):
+            # an MP4 whose index (written last by most muxers) is missing: cut short or still being written
+            raise MediaError(path, f"truncated or unfinished MP4 ({detail})") from None
         raise MediaError(path, f"not a readable media file ({detail})") from None
 
 
@@ -117,6 +138,8 @@ def probe(path: str | Path, *, require_video: bool = False, require_audio: bool 
         )
         for s in audio
     )
+    start_s = float(fmt.get("start_time") or 0.0)
+    _check_packets_to_end(path, start_s + duration_s, video[:1] + audio[:1])
     _check_decodes_to_end(path, duration_s, has_video=bool(video), has_audio=bool(audio))
     sha = sha256_file(path)
     return Source(
@@ -138,8 +161,58 @@ def probe(path: str | Path, *, require_video: bool = False, require_audio: bool 
     )
 
 
+_TAIL_S = 3.0  # seconds of packets read at the end of the file
+_END_TOLERANCE_S = 0.5  # how far a stream's last packet may end before its declared end
+
+
+def _check_packets_to_end(path: Path, end_s: float, streams: list[dict]) -> None:
+    """Demux (no decode) the last seconds and check each stream's packets reach its declared end.
+
+    An MP4 whose index (moov) survived but whose media data (mdat) was cut declares the full duration, yet its
+    last packets lie past the end of the file: the demuxer hits end-of-file silently when seeking there, so a
+    decode of the last second alone succeeds on nothing. Comparing packet end times with the declared
+    ``start_time + duration`` of each stream (or the container's end) catches it, for MKV too.
+
+    Limits: a stream without a declared duration (common in MKV) is held to the container's end, so an MKV whose
+    audio legitimately stops more than ``_END_TOLERANCE_S`` before its video is refused.
+
+    Raises:
+        MediaError: "truncated: <codec_type> stream <i> ends at X s of the declared Y s" (or "has no packets").
+    """
+    start = max(0.0, end_s - _TAIL_S)
+    try:
+        info = ffmpeg.probe(
+            str(path),
+            v="error",
+            read_intervals=f"{start:.3f}%",
+            show_entries="packet=stream_index,pts_time,dts_time,duration_time",
+        )
+    except ffmpeg.Error as e:
+        raise MediaError(path, f"truncated or undecodable ({_ffmpeg_reason(path, e.stderr, 'demux failed')})") from None
+    ends: dict[int, float] = {}
+    for pkt in info.get("packets", []):
+        t = pkt.get("pts_time", pkt.get("dts_time"))
+        if t in (None, "N/A"):
+            continue
+        dur = pkt.get("duration_time")
+        end = float(t) + (float(dur) if dur not in (None, "N/A") else 0.0)
+        idx = int(pkt["stream_index"])
+        ends[idx] = max(ends.get(idx, 0.0), end)
+    for st in streams:
+        idx = int(st["index"])
+        declared = end_s
+        if st.get("duration") not in (None, "N/A"):
+            declared = float(st.get("start_time") or 0.0) + float(st["duration"])
+        got = ends.get(idx)
+        if got is None or got < declared - _END_TOLERANCE_S:
+            reached = "has no packets in its last seconds" if got is None else f"ends at {got:.2f} s"
+            raise MediaError(
+                path, f"truncated: {st.get('codec_type')} stream {idx} {reached} of the declared {declared:.2f} s"
+            )
+
+
 def _check_decodes_to_end(path: Path, duration_s: float, *, has_video: bool, has_audio: bool) -> None:
-    """Decode the last second of every stream; a truncated mp4 (moov present, mdat cut) fails here."""
+    """Decode the last second of every stream with ``-xerror``: corrupt data at the end fails here."""
     start = max(0.0, duration_s - 1.0)
     try:
         _, err = (
@@ -149,45 +222,110 @@ def _check_decodes_to_end(path: Path, duration_s: float, *, has_video: bool, has
             .run(capture_stdout=True, capture_stderr=True)
         )
     except ffmpeg.Error as e:
-        lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(path, f"truncated or undecodable ({lines[-1] if lines else 'decode failed'})") from None
+        reason = _ffmpeg_reason(path, e.stderr, "decode failed")
+        raise MediaError(path, f"truncated or undecodable ({reason})") from None
     # ffmpeg exits 0 on some truncations but reports them
     text = err.decode("utf-8", "replace")
     if "partial file" in text or "Invalid data found" in text:
-        raise MediaError(path, f"truncated or undecodable ({text.strip().splitlines()[-1]})")
+        raise MediaError(path, f"truncated or undecodable ({_ffmpeg_reason(path, err, 'decode failed')})")
 
 
 def extract_audio(
-    path: str | Path, out_path: str | Path, *, sample_rate_hz: int | None = ASR_SAMPLE_RATE_HZ, mono: bool = True
+    path: str | Path,
+    out_path: str | Path,
+    *,
+    sample_rate_hz: int | None = ASR_SAMPLE_RATE_HZ,
+    mono: bool = True,
+    duration_ms: int | None = None,
 ) -> Path:
     """Decode the first audio stream of ``path`` to FLAC at ``out_path`` (atomic: temp name, then rename).
 
     Args:
         sample_rate_hz: target rate (Hz); None keeps the native rate.
         mono: downmix to one channel.
+        duration_ms: pad with silence / trim to exactly ``round(duration_ms * rate / 1000)`` samples (the source
+            duration), so sample 0 is source time 0 and the file ends where the source ends.
 
     Raises:
         MediaError: ffmpeg cannot decode the audio.
     """
-    path, out_path = Path(path), Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".flac", dir=out_path.parent)
-    os.close(fd)
-    kwargs: dict = {"map": "0:a:0", "acodec": "flac", "sample_fmt": "s16"}
-    if sample_rate_hz:
-        kwargs["ar"] = sample_rate_hz
-    if mono:
-        kwargs["ac"] = 1
+    return extract_audio_tracks(path, [(out_path, sample_rate_hz, 1 if mono else None)], duration_ms=duration_ms)[0]
+
+
+def extract_audio_tracks(
+    path: str | Path,
+    outputs: Sequence[tuple[str | Path, int | None, int | None]],
+    *,
+    duration_ms: int | None = None,
+) -> list[Path]:
+    """Decode the first audio stream of ``path`` once and write it to several 16-bit FLAC files.
+
+    Every output is on the source timeline: ``aresample=async=1:first_pts=0`` pads the start with silence when
+    the audio stream starts after the source (and fills timestamp gaps), and with ``duration_ms`` each output is
+    padded/trimmed (``apad`` + ``atrim``) to exactly ``round(duration_ms * rate / 1000)`` samples.
+
+    Args:
+        outputs: ``(out_path, sample_rate_hz or None for native, channels or None for native)`` per file;
+            downmixing uses ffmpeg's standard matrices (centre channel included).
+        duration_ms: source duration (ms), or None to keep the decoded length.
+
+    Returns:
+        The output paths, in order. Written atomically: on failure none of them is left behind.
+
+    Raises:
+        MediaError: ffmpeg cannot decode the audio (or the file has no audio stream).
+    """
+    path = Path(path)
+    if not outputs:
+        return []
+    native_rate: int | None = None
+    if duration_ms is not None and any(rate is None for _, rate, _ in outputs):
+        info = _ffprobe(path)
+        audio = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+        if not audio:
+            raise MediaError(path, "no audio stream")
+        native_rate = int(audio[0].get("sample_rate") or 0) or None
+    stream = ffmpeg.input(str(path))["a:0"].filter("aresample", **{"async": 1, "first_pts": 0})
+    branches = stream.filter_multi_output("asplit", len(outputs)) if len(outputs) > 1 else None
+    nodes, tmps, finals = [], [], []
+    for i, (out_path, rate, channels) in enumerate(outputs):
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # a fresh name ffmpeg creates itself, so the file gets the umask's mode (mkstemp would make it 0600)
+        tmp = str(out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex[:12]}.tmp.flac"))
+        tmps.append(tmp)
+        finals.append(out_path)
+        node = branches[i] if branches is not None else stream
+        if rate:
+            node = node.filter("aresample", rate)
+        n_rate = rate or native_rate
+        if duration_ms is not None and n_rate:
+            n = int(round(duration_ms * n_rate / 1000))
+            node = node.filter("apad", whole_len=n).filter("atrim", end_sample=n)
+        kwargs: dict = {"acodec": "flac", "sample_fmt": "s16"}
+        if channels:
+            kwargs["ac"] = channels
+        nodes.append(ffmpeg.output(node, tmp, **kwargs))
     try:
-        ffmpeg.input(str(path)).output(tmp, **kwargs).global_args("-v", "error").overwrite_output().run(
-            capture_stdout=True, capture_stderr=True
-        )
-        os.replace(tmp, out_path)
-    except ffmpeg.Error as e:
-        Path(tmp).unlink(missing_ok=True)
-        lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(path, f"audio decode failed ({lines[-1] if lines else 'ffmpeg error'})") from None
-    return out_path
+        try:
+            _, err = (
+                ffmpeg.merge_outputs(*nodes)
+                .global_args("-v", "error")
+                .overwrite_output()
+                .run(capture_stdout=True, capture_stderr=True)
+            )
+        except ffmpeg.Error as e:
+            raise MediaError(path, f"audio decode failed ({_ffmpeg_reason(path, e.stderr, 'ffmpeg error')})") from None
+        if b"partial file" in err:
+            # ffmpeg exits 0 when the media data ends early (file cut after it was probed); padding would hide it
+            raise MediaError(path, f"truncated during audio decode ({_ffmpeg_reason(path, err, 'partial file')})")
+        for tmp, out_path in zip(tmps, finals):
+            os.replace(tmp, out_path)
+    except BaseException:
+        for tmp in tmps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return finals
 
 
 def load_audio(path: str | Path, *, start_ms: int | None = None, end_ms: int | None = None) -> tuple[np.ndarray, int]:
@@ -215,11 +353,10 @@ def encode_flac(samples: np.ndarray, sample_rate_hz: int) -> bytes:
 
 
 def write_flac(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
-    """Write float32 samples to a 16-bit FLAC file atomically."""
+    """Write float32 samples (``(n,)`` or ``(n, channels)``, clipped to [-1, 1]) to a 16-bit FLAC file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".flac", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.flac"))  # umask mode, not mkstemp's 0600
     try:
         sf.write(tmp, samples, sample_rate_hz, format="FLAC", subtype="PCM_16")
         os.replace(tmp, path)
@@ -251,6 +388,7 @@ __all__ = [
     "Fraction",
     "encode_flac",
     "extract_audio",
+    "extract_audio_tracks",
     "load_audio",
     "mux_video_audio",
     "probe",
