@@ -83,6 +83,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared output folder
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(_encode(data), fh, ensure_ascii=False, indent=1)
         os.replace(tmp, path)
