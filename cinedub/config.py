@@ -12,13 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cinedub.diarization.config import DiarizationConfig
 
 
 class SeparationConfig(BaseModel):
@@ -157,6 +163,7 @@ class Config(BaseSettings):
     shots: ShotConfig = Field(default_factory=ShotConfig)
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
+    diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
 
     @field_validator("languages", mode="before")
     @classmethod

@@ -12,6 +12,15 @@ from pathlib import Path
 from cinedub.config import Config
 from cinedub.errors import ModelNotFoundError
 
+# the files pyannote.audio 4.x reads from a community-1 folder (cinedub.diarization.pyannote_backend checks them too)
+PYANNOTE_FILES = (
+    "config.yaml",
+    "segmentation/pytorch_model.bin",
+    "embedding/pytorch_model.bin",
+    "plda/xvec_transform.npz",
+    "plda/plda.npz",
+)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -81,7 +90,7 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
             "pyannote",
             "diarization",
             "speaker-diarization-community-1",
-            ("config.yaml",),
+            PYANNOTE_FILES,
             "huggingface-cli download pyannote/speaker-diarization-community-1 (gated: accept its terms first)",
             optional=True,
         ),
