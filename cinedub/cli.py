@@ -8,7 +8,6 @@ missing, ``cinedub mux`` joins a picture-only video with a separate audio file.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -94,6 +93,8 @@ def run(
     The exit code is 0 when every input succeeded, 1 when some failed.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "pyscenedetect", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages}
     if separation:
         overrides["separation"] = {"method": separation}

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import time
-import traceback
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.filesystems import LocalFileSystem
+from prefect.states import Failed, State
 
 from cinedub.config import Config
 from cinedub.errors import CineDubError, MediaError
@@ -51,13 +50,29 @@ def _key(stage: str, source_id: str, *parts: Any) -> str:
     return f"{stage}/{source_id}/{digest}"
 
 
+def _outputs_exist(output: str | None) -> bool:
+    """The task's output record exists, and so do the shards it lists (a user may delete either)."""
+    if not output:
+        return True
+    path = Path(output)
+    if not path.is_file():
+        return False
+    if path.name.startswith("package-"):
+        try:
+            return all(Path(s).is_file() for s in json.loads(path.read_text())["shards"])
+        except (json.JSONDecodeError, KeyError):
+            return False
+    return True
+
+
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Use the key the flow computed; a key whose output file is gone becomes a miss."""
-    key = parameters["cache_key"]
-    output = parameters.get("output")
-    if output and not Path(output).exists():
-        return f"{key}/rebuild-{uuid.uuid4().hex}"
-    return key
+    """The key the flow computed (see :func:`_key`)."""
+    return parameters["cache_key"]
+
+
+def _opts(storage: str, output: str) -> dict[str, Any]:
+    """Task options: shared result storage; ``refresh_cache`` when the outputs of a cached run were deleted."""
+    return {"result_storage": storage, "refresh_cache": not _outputs_exist(output)}
 
 
 def _output(work: Path, key: str, suffix: str = ".json") -> str:
@@ -71,10 +86,15 @@ def hash_source(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-@task(name="ingest", cache_key_fn=_cache_key, retries=0)
-def ingest_task(path: str, cfg: Config, out_dir: str, cache_key: str, output: str) -> str:
+@task(name="ingest", cache_key_fn=_cache_key)
+def ingest_task(path: str, cfg: Config, out_dir: str, cache_key: str, output: str) -> str | State:
+    """Probe and extract audio. Bad input ends the task Failed with the reason (no traceback: it is not a bug)."""
     work = Path(output).parent
-    result = get_stage(IngestStage, cfg).process(Path(path), work, require_video=True)
+    try:
+        result = get_stage(IngestStage, cfg).process(Path(path), work, require_video=True)
+    except MediaError as e:
+        get_run_logger().error("%s", e)
+        return Failed(message=str(e))
     result.to_json(output)
     return output
 
@@ -163,39 +183,45 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
     logger = get_run_logger()
     p = Path(path)
     if not p.is_file():
-        raise MediaError(p, "file not found")
+        return Failed(message=str(MediaError(p, "file not found")))  # type: ignore[return-value]
     work_root = Path(cfg.work_dir) if cfg.work_dir else Path(out_dir) / ".work"
     storage = storage or _ensure_result_storage(work_root)
-    opts = {"result_storage": storage}
     st = p.stat()
-    sha = hash_source.with_options(**opts)(str(p), st.st_size, st.st_mtime_ns)
+    sha = hash_source.with_options(result_storage=storage)(str(p), st.st_size, st.st_mtime_ns)
     source_id = sha[:16]
     work = source_work_dir(cfg, out_dir, source_id)
     t0 = time.perf_counter()
 
     k_ingest = _key("ingest", source_id, IngestStage.version, sha)
-    ingest_json = ingest_task.with_options(**opts)(str(p), cfg, out_dir, k_ingest, _output(work, k_ingest))
+    o_ingest = _output(work, k_ingest)
+    ingest_state = ingest_task.with_options(**_opts(storage, o_ingest))(str(p), cfg, out_dir, k_ingest, o_ingest,
+                                                                        return_state=True)
+    if ingest_state.is_failed():
+        return Failed(message=ingest_state.message or "ingest failed")  # type: ignore[return-value]
+    ingest_json = ingest_state.result()
 
     sep = SeparationStage(cfg)
     k_sep = _key("separation", source_id, sep.cache_token(), k_ingest)
-    tracks_json = separation_task.with_options(**opts)(ingest_json, cfg, k_sep, _output(work, k_sep))
+    o = _output(work, k_sep)
+    tracks_json = separation_task.with_options(**_opts(storage, o))(ingest_json, cfg, k_sep, o)
 
     k_asr = _key("asr", source_id, AsrStage(cfg).cache_token(), k_sep)
-    transcript_json = asr_task.with_options(**opts)(tracks_json, cfg, k_asr, _output(work, k_asr))
+    o = _output(work, k_asr)
+    transcript_json = asr_task.with_options(**_opts(storage, o))(tracks_json, cfg, k_asr, o)
 
     k_shots = _key("shots", source_id, ShotStage(cfg).cache_token(), k_ingest)
-    shots_json = shots_task.with_options(**opts)(ingest_json, cfg, k_shots, _output(work, k_shots))
+    o = _output(work, k_shots)
+    shots_json = shots_task.with_options(**_opts(storage, o))(ingest_json, cfg, k_shots, o)
 
     k_seg = _key("segment", source_id, SEGMENT_VERSION, cfg.stage_hash("segmentation"), k_asr, k_shots)
-    clips_json = segment_task.with_options(**opts)(ingest_json, transcript_json, shots_json, cfg, k_seg, _output(work, k_seg))
+    o = _output(work, k_seg)
+    clips_json = segment_task.with_options(**_opts(storage, o))(ingest_json, transcript_json, shots_json, cfg, k_seg, o)
 
     out_abs = str(Path(out_dir).resolve())
     models = _models(cfg)
     k_pack = _key("package", source_id, PackageStage(cfg).cache_token(), cfg.config_hash(), k_seg, k_sep, out_abs, models)
     package_json = _output(work, k_pack)
-    if not source_shards(out_dir, source_id):  # shards deleted by hand: rebuild them
-        k_pack += f"/rebuild-{uuid.uuid4().hex}"
-    package_task.with_options(**opts)(ingest_json, tracks_json, transcript_json, clips_json, cfg, out_dir, models, k_pack, package_json)
+    package_task.with_options(**_opts(storage, package_json))(ingest_json, tracks_json, transcript_json, clips_json, cfg, out_dir, models, k_pack, package_json)
 
     clips = ClipList.from_json(clips_json)
     transcript = Transcript.from_json(transcript_json)
@@ -269,14 +295,13 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, pro
         if state.is_completed():
             report.inputs.append({"input": path, "status": "ok", **state.result()})
         else:
-            try:
-                state.result()
-                reason = f"run ended {state.type.value}"
-            except BaseException as exc:  # the child's exception, re-raised by .result()
-                reason = _reason(exc)
-                if not isinstance(exc, CineDubError):
-                    logger.debug("".join(traceback.format_exception(exc)))
-            logger.error("FAILED %s: %s", path, reason)
+            reason = state.message or f"run ended {state.type.value}"
+            if "exception" in reason.lower():  # an unexpected error: name it as the child raised it
+                try:
+                    state.result()
+                except BaseException as exc:  # noqa: BLE001 - the child's exception, re-raised by .result()
+                    reason = _reason(exc)
+            logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
             report.inputs.append({"input": path, "status": "failed", "reason": reason})
         update_progress_artifact(artifact_id, 100.0 * (i + 1) / max(1, len(inputs)))
         if bar is not None:
