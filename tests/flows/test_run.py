@@ -1,0 +1,257 @@
+"""The main job end to end, as a user runs it: `cinedub run` in a subprocess on real footage, then the shards.
+
+One run (module fixture) gets three good sources from ../shared/media (dialogue_5shots, en_film_titanic, and
+zh_tvdrama's picture muxed with its sound) plus four bad inputs built from shared files (a truncated mp4, a text
+file named .mp4, a video with no audio, an audio-only file). A second run is SIGKILLed half-way and restarted.
+Prefect runs ephemerally (no server) with its own PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from cinedub.media import load_audio
+from cinedub.reader import ShardReader
+from cinedub.schema import clip_schema
+from cinedub.types import ClipList, Transcript
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "cinedub.cli"]
+pytestmark = pytest.mark.slow
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _run_cmd(inputs: list[Path], out: Path, models_dir: Path) -> list[str]:
+    return [*CLI, "run", *map(str, inputs), "--out", str(out), "--separation", "none", "--models-dir", str(models_dir),
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    zh = d / "zh_tvdrama.mp4"
+    subprocess.run([*CLI, "mux", str(media_dir / "zh_tvdrama/sample_DEBUG.mp4"), str(media_dir / "zh_tvdrama/sample.wav"),
+                    str(zh)], check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    truncated = d / "truncated.mp4"
+    data = (media_dir / "en_monologue/englishvideo.mp4").read_bytes()
+    truncated.write_bytes(data[: len(data) * 2 // 5])
+    text = d / "notes.mp4"
+    text.write_text("this is not a video, just a text file someone named .mp4\n")
+    return {
+        "dialogue": media_dir / "dialogue_5shots/dialogue_5shots.mp4",
+        "titanic": media_dir / "en_film_titanic/test1.mp4",
+        "zh": zh,
+        "truncated": truncated,
+        "text": text,
+        "no_audio": media_dir / "shots/testvideo.mp4",
+        "audio_only": media_dir / "asr/jfk.flac",
+    }
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, inputs, models_dir):
+    out = tmp_path_factory.mktemp("out")
+    home = tmp_path_factory.mktemp("prefect-home")
+    order = ["dialogue", "truncated", "titanic", "text", "no_audio", "zh", "audio_only"]
+    t0 = time.time()
+    proc = subprocess.run(_run_cmd([inputs[k] for k in order], out, models_dir), capture_output=True, text=True,
+                          cwd=REPO, env=_env(home), timeout=1500)
+    print(f"main run: {time.time() - t0:.0f} s, exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return out, proc
+
+
+def _report(out: Path) -> dict:
+    reports = sorted((out / "runs").glob("*.json"))
+    assert reports, "no run report written"
+    return json.loads(reports[-1].read_text())
+
+
+def test_bad_inputs_fail_clearly_and_good_ones_produce_shards(main_run, inputs):
+    out, proc = main_run
+    assert proc.returncode == 1, "some inputs failed, so the exit code must say so"
+    by_input = {Path(r["input"]).name: r for r in _report(out)["inputs"]}
+    expect = {
+        "truncated.mp4": "truncated",
+        "notes.mp4": "not",
+        "testvideo.mp4": "no audio stream",
+        "jfk.flac": "no video stream",
+    }
+    for name, words in expect.items():
+        r = by_input[name]
+        assert r["status"] == "failed", r
+        assert name in r["reason"] and words in r["reason"].lower(), r["reason"]
+    for key in ("dialogue", "titanic", "zh"):
+        r = by_input[inputs[key].name]
+        assert r["status"] == "ok" and r["clips"] >= 1, r
+    reader = ShardReader(out)
+    assert {r["source_id"] for r in reader.table(columns=["source_id"]).to_pylist()} == {
+        by_input[inputs[k].name]["source_id"] for k in ("dialogue", "titanic", "zh")
+    }
+    assert "truncated.mp4" in proc.stdout + proc.stderr
+
+
+def test_shards_read_with_pyarrow_and_datasets(main_run):
+    out, _ = main_run
+    reader = ShardReader(out)
+    for f in reader.files():
+        written = pq.read_schema(f)
+        assert written.equals(clip_schema(), check_metadata=False)
+        assert dict(written.metadata) == dict(clip_schema().metadata)
+    table = ds.dataset(reader.files(), format="parquet").to_table()
+    assert table.num_rows == len(reader) and table.num_rows >= 4
+    ids = table.column("clip_id").to_pylist()
+    assert len(ids) == len(set(ids))
+
+    import datasets
+
+    dset = datasets.load_dataset("parquet", data_files=reader.files(), split="train", cache_dir=str(out / ".hf"))
+    assert dset.num_rows == table.num_rows
+    assert isinstance(dset.features["audio_vocals"], datasets.Audio)
+    for row in dset.select(range(min(3, dset.num_rows))):
+        samples = row["audio_vocals"].get_all_samples()
+        assert abs(samples.data.shape[-1] / samples.sample_rate * 1000 - row["duration_ms"]) <= 2
+    for clip in reader.iter_clips(columns=["duration_ms", "audio_vocals", "sample_rate_hz"]):
+        a = clip["audio_vocals"]
+        assert a["sampling_rate"] == clip["sample_rate_hz"]
+        assert abs(len(a["array"]) / a["sampling_rate"] * 1000 - clip["duration_ms"]) <= 1
+
+
+def _work_records(out: Path, source_id: str) -> tuple[Transcript, ClipList]:
+    work = out / ".work" / source_id
+    return Transcript.from_json(next(work.glob("asr-*.json"))), ClipList.from_json(next(work.glob("segment-*.json")))
+
+
+def test_clips_within_bounds_no_word_cut_and_on_source_timeline(main_run, inputs, tmp_path):
+    out, _ = main_run
+    reader = ShardReader(out)
+    rows = reader.table(columns=["source_id", "episode", "start_ms", "end_ms", "duration_ms", "words", "text",
+                                 "shot_boundaries_ms", "audio_vocals", "fps", "start_frame"]).to_pylist()
+    by_source: dict[str, list] = {}
+    for r in rows:
+        by_source.setdefault(r["source_id"], []).append(r)
+        assert 2000 <= r["duration_ms"] <= 30000, r["duration_ms"]
+        for w in r["words"]:
+            assert r["start_ms"] <= w["start_ms"] <= w["end_ms"] <= r["end_ms"], (w, r["start_ms"], r["end_ms"])
+        for cut in r["shot_boundaries_ms"]:
+            assert r["start_ms"] < cut < r["end_ms"]
+    for source_id, clips in by_source.items():
+        transcript, _ = _work_records(out, source_id)
+        source_words = [(w.text, w.start_ms, w.end_ms) for w in transcript.words]
+        shard_words = [(w["text"], w["start_ms"], w["end_ms"]) for c in sorted(clips, key=lambda c: c["start_ms"])
+                       for w in c["words"]]
+        # every word of the shards is a source word at the same time (no word cut, no shifted timeline)
+        assert set(shard_words) <= set(source_words)
+        kept = [w for w in source_words if w in set(shard_words)]
+        assert kept == shard_words
+        clips.sort(key=lambda c: c["start_ms"])
+        for a, b in zip(clips, clips[1:]):
+            assert a["end_ms"] <= b["start_ms"]
+
+    # the clip audio is the source audio at the clip's source times (decoded independently from the mp4)
+    src = inputs["dialogue"]
+    ref_path = tmp_path / "ref.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-vn", "-ac", "1", str(ref_path)], check=True)
+    ref, sr = load_audio(ref_path)
+    dialogue = [r for r in rows if r["episode"] == "dialogue_5shots"]
+    assert dialogue
+    for r in dialogue:
+        clip, csr = sf.read(io.BytesIO(r["audio_vocals"]["bytes"]), dtype="float32")
+        assert csr == sr
+        clip = clip if clip.ndim == 1 else clip.mean(axis=1)
+        start = int(r["start_ms"] * sr / 1000)
+        window = ref[max(0, start - sr // 10): start + len(clip) + sr // 10]
+        corr = np.correlate(window, clip[: sr], mode="valid")
+        lag_ms = (int(np.argmax(corr)) - (start - max(0, start - sr // 10))) * 1000 / sr
+        assert abs(lag_ms) <= 20, f"clip at {r['start_ms']} ms is {lag_ms:.1f} ms off the source timeline"
+
+
+def test_inspect_shows_clips(main_run):
+    out, _ = main_run
+    proc = subprocess.run([*CLI, "inspect", str(out), "--clips", "-1"], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    for episode in ("dialogue_5shots", "test1", "zh_tvdrama"):
+        assert episode in text
+    assert " en " in text and " zh " in text
+    reader = ShardReader(out)
+    first = reader.table(columns=["text", "start_ms"]).to_pylist()[0]
+    assert first["text"].split()[0] in text
+    assert f"{first['start_ms'] / 1000:.3f}" in text
+
+
+def _visible_shards_readable(out: Path) -> list[Path]:
+    shards = sorted((out / "shards").glob("*.parquet")) if (out / "shards").is_dir() else []
+    for s in shards:
+        pq.read_table(s)  # raises on a partial file
+    return shards
+
+
+def _content(out: Path) -> dict[str, dict]:
+    table = ShardReader(out).table()
+    rows = {}
+    for r in table.to_pylist():
+        r["provenance"].pop("created_at")
+        rows[r["clip_id"]] = r
+    return rows
+
+
+def test_killed_run_resumes_to_same_result(main_run, inputs, models_dir, tmp_path):
+    main_out, _ = main_run
+    out = tmp_path / "out"
+    home = tmp_path / "home"
+    cmd = _run_cmd([inputs["titanic"], inputs["zh"]], out, models_dir)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        # kill as soon as the first source's shards are visible: the second source is then mid-pipeline
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "shards").is_dir() and list((out / "shards").glob("*.parquet")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = _visible_shards_readable(out)
+    assert killed, "the first source should have been written before the kill"
+    assert not (out / "manifest.json").exists() or json.loads((out / "manifest.json").read_text())["total_rows"] >= 0
+
+    again = subprocess.run(cmd, cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    _visible_shards_readable(out)
+    resumed = _content(out)
+    reference = {k: v for k, v in _content(main_out).items() if v["episode"] in {"test1", "zh_tvdrama"}}
+    assert sorted(resumed) == sorted(reference), "same clips, none duplicated or missing"
+    for clip_id, row in resumed.items():
+        assert row == reference[clip_id], f"clip {clip_id} differs from the uninterrupted run"
+    manifest_ids = [c for e in json.loads((out / "manifest.json").read_text())["shards"] for c in e["clip_ids"]]
+    assert sorted(manifest_ids) == sorted(resumed)
