@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,13 @@ from pydantic_settings import (
 from cinedub.diarization.config import DiarizationConfig
 
 
-class SeparationConfig(BaseModel):
+class _Section(BaseModel):
+    """A configuration section: unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeparationConfig(_Section):
     """Vocal separation (demucs ``Separator``).
 
     Attributes:
@@ -47,7 +53,7 @@ class SeparationConfig(BaseModel):
     overlap: float = 0.25
 
 
-class AsrConfig(BaseModel):
+class AsrConfig(_Section):
     """ASR (faster-whisper).
 
     Attributes:
@@ -75,7 +81,7 @@ class AsrConfig(BaseModel):
     max_repeats: int = 4
 
 
-class ShotConfig(BaseModel):
+class ShotConfig(_Section):
     """Shot detection (PySceneDetect).
 
     Attributes:
@@ -95,7 +101,7 @@ class ShotConfig(BaseModel):
     downscale: int | None = None
 
 
-class SegmentationConfig(BaseModel):
+class SegmentationConfig(_Section):
     """Shot-aware segmentation of a source into clips.
 
     Attributes:
@@ -118,7 +124,7 @@ class SegmentationConfig(BaseModel):
         return self
 
 
-class ShardConfig(BaseModel):
+class ShardConfig(_Section):
     """Parquet shards.
 
     Attributes:
