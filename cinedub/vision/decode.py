@@ -1,0 +1,224 @@
+"""Single-pass video frame reader (PyAV): each frame inside the requested spans is decoded once, upright, in BGR.
+
+Frame indices are the 0-based decode (presentation) order of the video stream, PySceneDetect's convention, so
+they line up with :class:`cinedub.types.Shot` frame numbers. ``pts_ms`` comes from the frame's real presentation
+timestamp relative to the container's start (the source timeline shared with the extracted audio), so
+variable-frame-rate sources keep exact times even where ``index / fps`` drifts.
+
+Constant-frame-rate sources seek to each span (index = ``round((pts - start) * fps)``); variable-frame-rate
+sources are decoded from the start so that the index stays an exact count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from cinedub.errors import MediaError
+from cinedub.timebase import parse_fps
+
+# Gaps between spans shorter than this are decoded through rather than sought over (a seek lands on the
+# previous keyframe and decodes forward anyway).
+_SEEK_MIN_GAP_MS = 4000
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based frame index in decode order.
+        pts_ms: presentation time (ms) from the source start, rounded to the nearest ms.
+        image: ``(height, width, 3)`` uint8 BGR array, rotated upright per the container's display matrix.
+    """
+
+    index: int
+    pts_ms: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the reader learnt about the video stream.
+
+    Attributes:
+        fps: average frame rate (exact fraction, NTSC rates snapped); variable_frame_rate: the nominal and the
+            average rate disagree; rotation_deg: display rotation applied to every frame (counter-clockwise).
+    """
+
+    fps: Fraction
+    variable_frame_rate: bool
+    width: int
+    height: int
+    rotation_deg: int
+
+
+def merge_spans(
+    spans_ms: Sequence[tuple[int, int]], *, pad_ms: int = 0, end_ms: int | None = None
+) -> list[tuple[int, int]]:
+    """Sort, pad and merge ``[start_ms, end_ms)`` spans; clip to ``[0, end_ms]`` when ``end_ms`` is given."""
+    out: list[list[int]] = []
+    for s, e in sorted((int(s) - pad_ms, int(e) + pad_ms) for s, e in spans_ms):
+        s = max(0, s)
+        if end_ms is not None:
+            e = min(e, end_ms)
+        if e <= s:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Probe the first video stream with PyAV (rate, VFR flag, upright size, rotation).
+
+    Raises:
+        MediaError: unreadable file or no video stream.
+    """
+    with _open(path) as container:
+        vs = container.streams.video[0]
+        fps, vfr = _rates(vs, path)
+        rot = 0
+        for frame in container.decode(vs):
+            rot = _rotation(frame)
+            break
+        w, h = vs.codec_context.width, vs.codec_context.height
+        if rot in (90, 270):
+            w, h = h, w
+        return VideoInfo(fps=fps, variable_frame_rate=vfr, width=w, height=h, rotation_deg=rot)
+
+
+def iter_frames(
+    path: str | Path, spans_ms: Sequence[tuple[int, int]] | None = None, *, threads: bool = True
+) -> Iterator[DecodedFrame]:
+    """Yield every frame whose ``pts_ms`` lies in one of ``spans_ms`` (``[start, end)``), in order, decoded once.
+
+    Args:
+        path: a video file.
+        spans_ms: source-timeline spans (merged here); None = the whole stream.
+        threads: let FFmpeg decode with frame threads.
+
+    Raises:
+        MediaError: unreadable file, no video stream, or a decode error.
+    """
+    spans = merge_spans(spans_ms) if spans_ms is not None else [(0, 1 << 62)]
+    if not spans:
+        return
+    with _open(path) as container:
+        vs = container.streams.video[0]
+        if threads:
+            vs.thread_type = "AUTO"
+        fps, vfr = _rates(vs, path)
+        tb = vs.time_base
+        origin_s = Fraction(container.start_time or 0, 1_000_000)
+        start_pts = vs.start_time if vs.start_time is not None else 0
+        try:
+            if vfr:
+                yield from _sequential(container, vs, spans, tb, origin_s)
+            else:
+                yield from _seeking(container, vs, spans, tb, origin_s, start_pts, fps)
+        except av.error.FFmpegError as e:
+            raise MediaError(path, f"video decode failed ({e})") from None
+
+
+def _sequential(container, vs, spans, tb, origin_s) -> Iterator[DecodedFrame]:
+    k = 0
+    for index, frame in enumerate(container.decode(vs)):
+        pts_ms = _pts_ms(frame, tb, origin_s)
+        while k < len(spans) and pts_ms >= spans[k][1]:
+            k += 1
+        if k == len(spans):
+            return
+        if pts_ms >= spans[k][0]:
+            yield DecodedFrame(index, pts_ms, _image(frame))
+
+
+def _seeking(container, vs, spans, tb, origin_s, start_pts, fps) -> Iterator[DecodedFrame]:
+    frame_s = 1 / fps
+    last_index = -1
+    position_ms: int | None = None  # pts of the last decoded frame, None before the first seek
+    k = 0
+    while k < len(spans):
+        s, e = spans[k]
+        sought = -1
+        if position_ms is None or s - position_ms > _SEEK_MIN_GAP_MS:
+            target = int((Fraction(s, 1000) + origin_s) / tb) + start_pts
+            container.seek(max(start_pts, target), stream=vs, backward=True, any_frame=False)
+            sought = k  # a seek lands on the keyframe before: decode forward from there, never seek again for k
+        for frame in container.decode(vs):
+            pts_ms = _pts_ms(frame, tb, origin_s)
+            position_ms = pts_ms
+            index = int(round((Fraction(frame.pts - start_pts) * tb) / frame_s)) if frame.pts is not None else last_index + 1
+            while k < len(spans) and pts_ms >= spans[k][1]:
+                k += 1
+            if k == len(spans):
+                return
+            if k != sought and spans[k][0] - pts_ms > _SEEK_MIN_GAP_MS:
+                break  # far before the next span: seek instead of decoding through
+            if pts_ms >= spans[k][0] and index > last_index:
+                last_index = index
+                yield DecodedFrame(index, pts_ms, _image(frame))
+        else:
+            return  # end of stream
+
+
+def _pts_ms(frame: av.VideoFrame, tb: Fraction, origin_s: Fraction) -> int:
+    if frame.pts is None:
+        return int(round(float(frame.time or 0) * 1000))
+    return int(round((frame.pts * tb - origin_s) * 1000))
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    try:
+        return int(round(frame.rotation or 0)) % 360
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
+def _image(frame: av.VideoFrame) -> np.ndarray:
+    img = frame.to_ndarray(format="bgr24")
+    rot = _rotation(frame)
+    if rot:
+        # PyAV's rotation is counter-clockwise; np.rot90 turns counter-clockwise too (checked against ffmpeg's
+        # autorotate output)
+        img = np.ascontiguousarray(np.rot90(img, rot // 90))
+    return img
+
+
+def _rates(vs, path) -> tuple[Fraction, bool]:
+    avg = vs.average_rate
+    base = vs.base_rate or vs.guessed_rate
+    if not avg and not base:
+        raise MediaError(path, "video stream has no frame rate")
+    fps = parse_fps(Fraction(avg or base))
+    vfr = bool(avg and base and abs(float(avg) - float(base)) > 0.01)
+    return fps, vfr
+
+
+class _open:
+    """``av.open`` as a context manager that raises :class:`MediaError` with the reason."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        if not self.path.is_file():
+            raise MediaError(self.path, "file not found")
+        try:
+            self.container = av.open(str(self.path))
+        except av.error.FFmpegError as e:
+            raise MediaError(self.path, f"not a readable media file ({e})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MediaError(self.path, "no video stream")
+        return self.container
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()

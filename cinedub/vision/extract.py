@@ -1,0 +1,330 @@
+"""Faces pipeline core (no Prefect, no torch): decode once -> detect in batches -> track within shots -> face
+crop, lip landmarks and mouth crop per tracked frame -> one Parquet file.
+
+Streaming with a bounded lag: a tracked frame is cropped as soon as its smoothed geometry is final (the track
+has a detection ``h`` frames later, ``h`` = half the smoothing window, or the track has ended), so only the frames
+between the oldest pending crop and the current frame are held in memory (about ``max_gap + h`` frames), never a
+whole shot. Rows of a track are written when the track ends and passes the length/size filters.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cinedub.types import ShotList
+from cinedub.vision.config import VisionConfig
+from cinedub.vision.decode import DecodedFrame, iter_frames, merge_spans, video_info
+from cinedub.vision.detect import FaceDetector
+from cinedub.vision.landmarks import (
+    LipLandmarker,
+    encode_image,
+    face_affine,
+    mouth_affine,
+    roll_from_eyes,
+    warp,
+)
+from cinedub.vision.records import FaceFrame, FaceTrack, FaceTrackList
+from cinedub.vision.track import FaceTracker, RawTrack, keep_track
+
+log = logging.getLogger(__name__)
+
+FRAMES_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("shot_index", pa.int32()),
+        ("frame_index", pa.int32()),
+        ("pts_ms", pa.int64()),
+        ("box_xyxy", pa.list_(pa.float32(), 4)),
+        ("det_score", pa.float32()),
+        ("interpolated", pa.bool_()),
+        ("kps_xy", pa.list_(pa.float32(), 10)),
+        ("roll_deg", pa.float32()),
+        ("lip_xy", pa.list_(pa.float32())),
+        ("landmarks_ok", pa.bool_()),
+        ("face_affine", pa.list_(pa.float32(), 6)),
+        ("mouth_affine", pa.list_(pa.float32(), 6)),
+        ("face_crop", pa.binary()),
+        ("mouth_crop", pa.binary()),
+    ]
+)
+_FLUSH_ROWS = 2000
+
+
+@dataclass
+class ExtractStats:
+    """Timing of one run (s), throughput (decoded frames per second of wall time) and the most frames held in
+    memory at once (bounded by the gap tolerance + smoothing window, not by shot length)."""
+
+    n_frames: int = 0
+    max_buffered_frames: int = 0
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+    crop_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.n_frames / self.total_s if self.total_s else 0.0
+
+
+@dataclass
+class _Emitter:
+    track: RawTrack
+    next_pos: int = 0
+    rows: list[dict] = field(default_factory=list)
+    landmarker: LipLandmarker | None = None
+
+
+def ms_to_frames(ms: float, fps: Fraction) -> int:
+    """Number of frames lasting ``ms`` at ``fps`` (rounded)."""
+    return int(round(Fraction(ms) * fps / 1000))
+
+
+def extract_faces(
+    video_path: str | Path,
+    out_path: str | Path,
+    *,
+    source_id: str,
+    speech_spans_ms: Sequence[tuple[int, int]] | None,
+    shots: ShotList | None,
+    vcfg: VisionConfig,
+    detector: FaceDetector,
+    detector_name: str = "",
+) -> tuple[FaceTrackList, ExtractStats]:
+    """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
+
+    Args:
+        video_path: the source video.
+        out_path: Parquet file to write (atomically); one row per (track, frame), schema :data:`FRAMES_SCHEMA`.
+        source_id: prefix of the track ids.
+        speech_spans_ms: ``[start_ms, end_ms)`` spans of speech; None = the whole video.
+        shots: shot boundaries (a track never spans two shots); None = one shot.
+        vcfg: thresholds, crop sizes, encoding.
+        detector: a :class:`cinedub.vision.detect.FaceDetector`.
+
+    Returns:
+        The :class:`FaceTrackList` (tracks sorted by start frame) and timing statistics.
+
+    Raises:
+        MediaError: the video cannot be decoded.
+    """
+    t_start = time.perf_counter()
+    stats = ExtractStats()
+    info = video_info(video_path)
+    fps = info.fps
+    spans = None if speech_spans_ms is None else merge_spans(speech_spans_ms, pad_ms=vcfg.speech_pad_ms)
+    half = ms_to_frames(vcfg.smooth_ms, fps) // 2
+    tracker = FaceTracker(iou_threshold=vcfg.track_iou_threshold, max_gap_frames=ms_to_frames(vcfg.max_gap_ms, fps))
+    min_frames = ms_to_frames(vcfg.min_track_ms, fps)
+    shot_starts = [s.start_frame for s in shots.shots] if shots and shots.shots else [0]
+    frame_ms = 1000 / float(fps)
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    writer = pq.ParquetWriter(str(tmp), FRAMES_SCHEMA, compression="zstd")
+    pending_rows: list[dict] = []
+    buffer: dict[int, DecodedFrame] = {}
+    emitters: dict[int, _Emitter] = {}
+    kept: list[FaceTrack] = []
+    face_frames: set[int] = set()
+
+    def emit(em: _Emitter, upto: int) -> None:
+        t0 = time.perf_counter()
+        if em.next_pos < upto and em.landmarker is None and vcfg.landmarks:
+            em.landmarker = LipLandmarker()  # created late: most one-frame false positives never get one
+        while em.next_pos < upto:
+            em.rows.append(_crop_row(em, em.next_pos, buffer, half, vcfg))
+            em.next_pos += 1
+        stats.crop_s += time.perf_counter() - t0
+
+    def finish(track: RawTrack) -> None:
+        em = emitters.pop(track.track_no)
+        if keep_track(track, min_frames=min_frames, min_face_px=vcfg.min_track_face_px):
+            emit(em, len(track.frames))
+            track_id = f"{source_id}-T{track.track_no:05d}"
+            for row in em.rows:
+                row["track_id"] = track_id
+            pending_rows.extend(em.rows)
+            face_frames.update(track.frames)
+            scores = np.asarray(track.scores, np.float64)
+            kept.append(
+                FaceTrack(
+                    track_id=track_id,
+                    shot_index=track.shot_index,
+                    start_frame=track.frames[0],
+                    end_frame=track.frames[-1] + 1,
+                    start_ms=em.rows[0]["pts_ms"],
+                    end_ms=int(round(em.rows[-1]["pts_ms"] + frame_ms)),
+                    n_frames=len(track.frames),
+                    n_detected=track.n_detected,
+                    median_face_px=round(track.median_size_px(), 1),
+                    mean_det_score=round(float(np.nanmean(scores)), 4),
+                )
+            )
+        if em.landmarker is not None:
+            em.landmarker.close()
+        if len(pending_rows) >= _FLUSH_ROWS:
+            writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
+            pending_rows.clear()
+
+    def step(frame: DecodedFrame, dets: np.ndarray) -> None:
+        buffer[frame.index] = frame
+        shot = bisect.bisect_right(shot_starts, frame.index) - 1
+        for t in tracker.update(frame.index, shot, dets):
+            finish(t)
+        for t in tracker.active:
+            em = emitters.get(t.track_no)
+            if em is None:
+                em = emitters[t.track_no] = _Emitter(t)
+            emit(em, len(t.frames) - half)  # positions whose smoothing window is complete
+        oldest = frame.index + 1
+        for t in tracker.active:
+            em = emitters[t.track_no]
+            nxt = t.frames[em.next_pos] if em.next_pos < len(t.frames) else (t.pending[0] if t.pending else oldest)
+            oldest = min(oldest, nxt)
+        stats.max_buffered_frames = max(stats.max_buffered_frames, len(buffer))
+        for idx in [i for i in buffer if i < oldest]:
+            del buffer[idx]
+
+    try:
+        batch: list[DecodedFrame] = []
+        t0 = time.perf_counter()
+        for frame in iter_frames(video_path, spans):
+            stats.n_frames += 1
+            batch.append(frame)
+            if len(batch) >= detector.batch_size:
+                stats.decode_s += time.perf_counter() - t0
+                _run_batch(batch, detector, step, stats)
+                batch = []
+                t0 = time.perf_counter()
+        stats.decode_s += time.perf_counter() - t0
+        _run_batch(batch, detector, step, stats)
+        for t in tracker.flush():
+            finish(t)
+        if pending_rows:
+            writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        for em in emitters.values():
+            if em.landmarker is not None:
+                em.landmarker.close()
+        raise
+    stats.total_s = time.perf_counter() - t_start
+    kept.sort(key=lambda t: (t.start_frame, t.track_id))
+    result = FaceTrackList(
+        source_id=source_id,
+        fps=fps,
+        frames_path=str(out_path),
+        tracks=tuple(kept),
+        n_frames_decoded=stats.n_frames,
+        n_frames_with_face=len(face_frames),
+        detector=detector_name or getattr(detector, "name", "?"),
+        image_format=vcfg.image_format,
+        face_crop_size=vcfg.face_crop_size,
+        mouth_crop_size=vcfg.mouth_crop_size,
+        variable_frame_rate=info.variable_frame_rate,
+    )
+    log.info(
+        "faces: %d frames, %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
+        stats.n_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,
+    )
+    return result, stats
+
+
+def _run_batch(batch: list[DecodedFrame], detector: FaceDetector, step, stats: ExtractStats) -> None:
+    if not batch:
+        return
+    t0 = time.perf_counter()
+    dets = detector.detect([f.image for f in batch])
+    stats.detect_s += time.perf_counter() - t0
+    for frame, d in zip(batch, dets):
+        step(frame, d)
+
+
+def _median_window(values: np.ndarray, pos: int, half: int) -> float:
+    lo, hi = max(0, pos - half), min(len(values), pos + half + 1)
+    return float(np.median(values[lo:hi]))
+
+
+def _crop_row(em: _Emitter, pos: int, buffer: dict[int, DecodedFrame], half: int, vcfg: VisionConfig) -> dict:
+    """Face crop, lips and mouth crop of position ``pos`` of a track (its frame must be in ``buffer``)."""
+    t = em.track
+    lo, hi = max(0, pos - half), min(len(t.frames), pos + half + 1)
+    boxes = np.asarray(t.boxes[lo:hi], np.float64)
+    kps = np.asarray(t.kps[lo:hi], np.float64)
+    p = pos - lo
+    cx = _median_window((boxes[:, 0] + boxes[:, 2]) / 2, p, half)
+    cy = _median_window((boxes[:, 1] + boxes[:, 3]) / 2, p, half)
+    size = _median_window(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), p, half)
+    roll = 0.0
+    if vcfg.align_roll and np.any(kps[:, :4]):
+        roll = _median_window(np.array([roll_from_eyes(k) for k in kps]), p, half)
+    frame = buffer[t.frames[pos]]
+    fa = face_affine((cx, cy), size, roll, crop_scale=vcfg.crop_scale, out_size=vcfg.face_crop_size)
+    face = warp(frame.image, fa, vcfg.face_crop_size)
+    lips = em.landmarker.lips(face, fa) if em.landmarker is not None else None
+    k = np.asarray(t.kps[pos], np.float64).reshape(5, 2)
+    if lips is not None:
+        mouth_c = lips[: len(lips) // 2].mean(axis=0)  # centre of the outer contour
+    elif np.any(k):
+        mouth_c = k[3:5].mean(axis=0)
+    else:  # no points at all: the mouth sits about a third of the box below its centre
+        mouth_c = np.array([cx, cy + size * 0.3])
+    ma = mouth_affine((mouth_c[0], mouth_c[1]), size * vcfg.mouth_crop_scale, roll, out_size=vcfg.mouth_crop_size)
+    mouth = warp(frame.image, ma, vcfg.mouth_crop_size)
+    score = t.scores[pos]
+    return {
+        "track_id": "",
+        "shot_index": t.shot_index,
+        "frame_index": frame.index,
+        "pts_ms": frame.pts_ms,
+        "box_xyxy": [float(v) for v in t.boxes[pos]],
+        "det_score": None if np.isnan(score) else float(score),
+        "interpolated": bool(np.isnan(score)),
+        "kps_xy": [float(v) for v in t.kps[pos]],
+        "roll_deg": float(roll),
+        "lip_xy": None if lips is None else [float(v) for v in lips.ravel()],
+        "landmarks_ok": lips is not None,
+        "face_affine": [float(v) for v in fa.ravel()],
+        "mouth_affine": [float(v) for v in ma.ravel()],
+        "face_crop": encode_image(face, vcfg.image_format, vcfg.image_quality),
+        "mouth_crop": encode_image(mouth, vcfg.image_format, vcfg.image_quality),
+    }
+
+
+def iter_face_frames(frames_path: str | Path, track_id: str | None = None):
+    """The rows of a faces Parquet file as :class:`FaceFrame` records (without the images), in file order.
+
+    Args:
+        track_id: only this track (row groups of other tracks are skipped by Parquet statistics).
+    """
+    cols = [n for n in FRAMES_SCHEMA.names if n not in ("face_crop", "mouth_crop", "face_affine", "mouth_affine", "shot_index", "kps_xy")]
+    filters = [("track_id", "=", track_id)] if track_id else None
+    for r in pq.read_table(str(frames_path), columns=cols, filters=filters).to_pylist():
+        lips = r["lip_xy"] or []
+        yield FaceFrame(
+            track_id=r["track_id"],
+            frame_index=r["frame_index"],
+            pts_ms=r["pts_ms"],
+            box_xyxy=tuple(r["box_xyxy"]),
+            det_score=r["det_score"],
+            interpolated=r["interpolated"],
+            roll_deg=r["roll_deg"],
+            lip_xy=tuple((lips[i], lips[i + 1]) for i in range(0, len(lips), 2)),
+            landmarks_ok=r["landmarks_ok"],
+        )

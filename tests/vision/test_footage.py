@@ -1,0 +1,190 @@
+"""Decoding, timestamps, crops and detection on real footage at 30, 23.976 and VFR 29.97 fps, portrait HEVC and a
+rotated file; the SCRFD batch path against InsightFace's own detector; the mediapipe fallback."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cinedub.vision.config import VisionConfig
+from cinedub.vision.decode import iter_frames, video_info
+from cinedub.vision.detect import MediapipeDetector, build_detector
+from cinedub.vision.extract import extract_faces
+from cinedub.vision.landmarks import decode_image, warp
+
+
+def _frames_by_index(path, indices) -> dict[int, np.ndarray]:
+    """Frames decoded independently of the pipeline (sequential PyAV, counting), by index."""
+    import av
+
+    want, out = set(indices), {}
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(c.streams.video[0])):
+            if i in want:
+                out[i] = f.to_ndarray(format="bgr24")
+            if i >= max(want):
+                break
+    return out
+
+
+def _check_crops_match_their_frame(path, rows, vcfg) -> int:
+    """Each checked crop is closest to a re-crop of its own frame, not of a neighbour; returns frames checked."""
+    rows = rows[2:-2:5]
+    idx = {r["frame_index"] + d for r in rows for d in (-2, -1, 0, 1, 2)}
+    frames = _frames_by_index(path, idx)
+    checked = 0
+    for r in rows:
+        crop = decode_image(r["face_crop"]).astype(np.float32)
+        m = np.asarray(r["face_affine"], np.float64).reshape(2, 3)
+        diff = {d: np.abs(warp(frames[r["frame_index"] + d], m, vcfg.face_crop_size) - crop).mean() for d in (-2, -1, 0, 1, 2)}
+        assert diff[0] < 3.0, diff  # JPEG q90 noise only
+        nearest_other = min(diff[d] for d in (-2, -1, 1, 2))
+        assert diff[0] <= nearest_other + 0.01, (r["frame_index"], diff)  # ties only for repeated frames
+        if nearest_other > 1.02 * diff[0]:  # neighbours differ: the match is unambiguous
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize(
+    "rel, fps, span",
+    [("en_monologue/englishvideo.mp4", Fraction(30), (3000, 5000)),
+     ("en_film_titanic/test1.mp4", Fraction(24000, 1001), (0, 2600))],
+)
+def test_timestamps_and_crops_match_source_frames(media_dir, vcfg, detector, tmp_path, shot_tools, rel, fps, span):
+    path = media_dir / rel
+    assert video_info(path).fps == fps
+    frames = list(iter_frames(path, [span]))
+    assert len(frames) >= int((span[1] - span[0]) * fps / 1000) - 1
+    for f in frames:  # every frame: pts = index / fps within 1 ms
+        assert abs(f.pts_ms - f.index * 1000 / fps) <= 1.0
+    shots = shot_tools[0]([(0, 58), (58, 211), (211, 482)], fps, 482) if "titanic" in rel else None
+    res, _ = extract_faces(path, tmp_path / "f.parquet", source_id="x", speech_spans_ms=[span], shots=shots,
+                           vcfg=vcfg, detector=detector)
+    assert res.tracks
+    if shots is not None:  # test1.shots.txt: the cut at frame 58 ends every track
+        assert all(t.end_frame <= 58 or t.start_frame >= 58 for t in res.tracks)
+    rows = pq.read_table(res.frames_path).to_pylist()
+    for r in rows:
+        assert abs(r["pts_ms"] - r["frame_index"] * 1000 / fps) <= 1.0
+    assert _check_crops_match_their_frame(path, rows, vcfg) >= 3
+
+
+def test_vfr_source_keeps_real_timestamps(media_dir):
+    path = media_dir / "zh_narration" / "10.mp4"
+    info = video_info(path)
+    assert info.variable_frame_rate
+    frames = [(f.index, f.pts_ms) for f in iter_frames(path, [(0, 400)])]
+    # the first frame lasts two frame periods (PTS 0 then 2002/30000 s): index 1 is at 67 ms, not 33 ms
+    assert frames[:3] == [(0, 0), (1, 67), (2, 100)]
+    sub = [(f.index, f.pts_ms) for f in iter_frames(path, [(5000, 5400), (9000, 9300)])]
+    full = [(f.index, f.pts_ms) for f in iter_frames(path)]
+    assert sub == [x for x in full if 5000 <= x[1] < 5400 or 9000 <= x[1] < 9300]
+
+
+def test_narration_has_no_faces(media_dir, vcfg, detector, tmp_path):
+    """Voice-over over space footage. The media README says "no faces", but one 0.7 s insert (1.77-2.44 s)
+    shows a man facing the camera (checked by eye): that is the only face allowed."""
+    res, stats = extract_faces(media_dir / "zh_narration" / "10.mp4", tmp_path / "f.parquet", source_id="z",
+                               speech_spans_ms=None, shots=None, vcfg=vcfg, detector=detector)
+    assert stats.n_frames == 299
+    assert res.n_frames_with_face <= 0.1 * stats.n_frames
+    assert all(1700 <= t.start_ms and t.end_ms <= 2500 for t in res.tracks)
+    assert pq.read_table(res.frames_path).num_rows == sum(t.n_frames for t in res.tracks)
+
+
+def _assert_upright(rows, vcfg, min_rows: int):
+    assert len(rows) >= min_rows
+    for r in rows[::5]:
+        face = decode_image(r["face_crop"])
+        assert face.shape == (vcfg.face_crop_size, vcfg.face_crop_size, 3)
+        m = np.asarray(r["face_affine"]).reshape(2, 3)
+        k = np.asarray(r["kps_xy"]).reshape(5, 2) @ m[:, :2].T + m[:, 2]
+        assert max(k[0, 1], k[1, 1]) < k[2, 1] < min(k[3, 1], k[4, 1])  # eyes above nose above mouth in the crop
+        assert r["landmarks_ok"]
+        lips = np.asarray(r["lip_xy"]).reshape(-1, 2) @ m[:, :2].T + m[:, 2]
+        assert lips[:, 1].mean() > k[2, 1]  # lips below the nose
+
+
+def test_portrait_hevc(media_dir, vcfg, detector, tmp_path):
+    path = media_dir / "vertical_hevc" / "vlog_ru_vertical.mp4"
+    info = video_info(path)
+    assert (info.width, info.height, info.rotation_deg) == (1080, 1920, 0)
+    res, stats = extract_faces(path, tmp_path / "f.parquet", source_id="v", speech_spans_ms=[(1000, 3000)],
+                               shots=None, vcfg=vcfg, detector=detector)
+    assert res.n_frames_with_face >= 0.95 * stats.n_frames
+    _assert_upright(pq.read_table(res.frames_path).to_pylist(), vcfg, 45)
+
+
+def test_rotated_container_is_decoded_upright(media_dir, vcfg, detector, tmp_path):
+    src = media_dir / "en_monologue" / "englishvideo.mp4"
+    rot = tmp_path / "rot90.mp4"
+    # pixels stored turned clockwise (as a phone held sideways records them), the display matrix turns them back
+    turned = tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-t", "1.5", "-an", "-vf", "transpose=1",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", str(turned)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(turned), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(rot)], check=True)
+    ref = tmp_path / "ref.png"  # ffmpeg's own autorotated first frame
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(rot), "-frames:v", "1", str(ref)], check=True)
+    import cv2
+
+    info = video_info(rot)
+    assert (info.width, info.height, info.rotation_deg) == (1080, 720, 90)
+    first = next(iter(iter_frames(rot)))
+    assert first.image.shape == (720, 1080, 3)
+    assert np.abs(first.image.astype(int) - cv2.imread(str(ref))).mean() < 2.0
+    res, _ = extract_faces(rot, tmp_path / "f.parquet", source_id="r", speech_spans_ms=None, shots=None,
+                           vcfg=vcfg, detector=detector)
+    _assert_upright(pq.read_table(res.frames_path).to_pylist(), vcfg, 30)
+
+
+def test_batched_scrfd_equals_insightface(media_dir, models_dir):
+    from cinedub.vision.detect import ScrfdDetector
+
+    det = ScrfdDetector(models_dir / "scrfd-500m" / "scrfd_500m_bnkps.onnx", det_size=640, batch_size=8)
+    imgs = [f.image for f in iter_frames(media_dir / "dialogue_5shots" / "dialogue_5shots.mp4",
+                                         [(0, 120), (9000, 9120), (14000, 14120), (26000, 26080)])]
+    assert len(imgs) == 11
+    ours = det.detect(imgs)  # two batches, faces of different people
+    for img, got in zip(imgs, ours):
+        boxes, kps = det.model.detect(img, input_size=(640, 640))
+        assert len(got) == len(boxes) == 1
+        np.testing.assert_allclose(got[:, :5], boxes, atol=0.05)
+        np.testing.assert_allclose(got[:, 5:], kps.reshape(len(kps), -1), atol=0.05)
+
+
+def test_mediapipe_fallback_when_scrfd_is_missing(media_dir, tmp_path):
+    det = build_detector(VisionConfig(), tmp_path)  # no scrfd-500m folder here
+    assert isinstance(det, MediapipeDetector)
+    img = next(iter(iter_frames(media_dir / "dialogue_5shots" / "dialogue_5shots.mp4", [(9000, 9040)]))).image
+    (face,) = det.detect([img])
+    assert len(face) == 1
+    x1, y1, x2, y2 = face[0, :4]
+    assert 150 < (x1 + x2) / 2 < 450 and 100 < (y1 + y2) / 2 < 500  # the centred speaker
+    with pytest.raises(Exception):
+        build_detector(VisionConfig(fallback_to_mediapipe=False), tmp_path)
+
+
+def test_asd_on_a_30fps_monologue(media_dir, vcfg, detector, asd_net, tmp_path):
+    """Scoring resamples 30 fps tracks to Light-ASD's 25 fps and maps scores back to every source frame."""
+    from cinedub.media import extract_audio, load_audio
+    from cinedub.vision.asd import score_tracks
+
+    video = media_dir / "en_monologue" / "englishvideo.mp4"
+    audio = extract_audio(video, tmp_path / "a.flac")
+    res, _ = extract_faces(video, tmp_path / "f.parquet", source_id="m", speech_spans_ms=None, shots=None,
+                           vcfg=vcfg, detector=detector)
+    statuses, scores = score_tracks(asd_net, res.frames_path, res.tracks, audio, fps=res.fps, vcfg=vcfg)
+    assert [s.status for s in statuses] == ["scored"] and len(scores[0].pts_ms) == res.tracks[0].n_frames
+    x, sr = load_audio(audio)
+    level = np.array([10 * np.log10(np.mean(x[int(p * 16):int((p + 33) * 16)] ** 2) + 1e-12) for p in scores[0].pts_ms])
+    speaking = scores[0].score >= vcfg.asd_threshold
+    # the speech is about 25% of the 10 s (-36..-25 dBFS); the rest is near-silence (< -55 dBFS)
+    print(f"\nmonologue: speaking in {speaking[level > -40].mean():.1%} of speech frames, "
+          f"{speaking[level < -55].mean():.1%} of silent frames")
+    assert speaking[level > -40].mean() >= 0.9
+    assert speaking[level < -55].mean() <= 0.4
