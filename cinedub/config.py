@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from cinedub.diarization.config import DiarizationConfig
+from cinedub.vision.config import VisionConfig
 
 
 class _Section(BaseModel):
@@ -154,6 +155,8 @@ class Config(BaseSettings):
         languages: ISO 639-1 codes language identification may choose from; the first is the fallback.
         zh_script: script Chinese text is normalised to ("simplified" via OpenCC t2s, "traditional" via s2t).
         work_dir: per-source intermediate files (audio, JSON records); default ``<out>/.work``.
+        run_diarization: run speaker diarization (turns, word speakers, overlaps).
+        run_visual: run faces, lips and active speaker detection (frame-level face data in the shards).
     """
 
     model_config = SettingsConfigDict(env_prefix="CINEDUB_", env_nested_delimiter="__", extra="forbid")
@@ -170,6 +173,9 @@ class Config(BaseSettings):
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
     diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    run_diarization: bool = True
+    run_visual: bool = True
 
     @field_validator("languages", mode="before")
     @classmethod

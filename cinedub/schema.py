@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from cinedub.errors import SchemaVersionError
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 SCHEMA_NAME = "cinedub.clip"
 META_VERSION_KEY = b"cinedub.schema_version"
 META_NAME_KEY = b"cinedub.schema_name"
@@ -66,6 +66,18 @@ FACE_FRAME = pa.struct(
         ("asd_score", pa.float32()),
     ]
 )
+FACE_TRACK = pa.struct(
+    [
+        ("track_id", pa.string()),
+        ("shot_index", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        ("speaker_id", pa.string()),
+        ("asd_status", pa.string()),
+        ("speaking_fraction", pa.float32()),
+    ]
+)
+OVERLAP = pa.struct([("start_ms", pa.int64()), ("end_ms", pa.int64()), ("speaker_ids", pa.list_(pa.string()))])
 MODEL_REF = pa.struct([("stage", pa.string()), ("name", pa.string()), ("version", pa.string())])
 QUALITY = pa.struct(
     [
@@ -131,6 +143,8 @@ FIELDS: tuple[FieldDoc, ...] = (
     FieldDoc("audio_vocals", MEDIA, "FLAC of the clean vocal track (the mix when provenance.separation is 'none')"),
     FieldDoc("audio_accompaniment", MEDIA, "FLAC of the accompaniment (music and effects); null without separation"),
     FieldDoc("faces", pa.list_(FACE_FRAME), "frame-level data of the speaking faces: frame index, pts (ms from source start), box (px), lip landmarks (px, x,y interleaved), face and lip crops (encoded images), ASD score"),
+    FieldDoc("face_tracks", pa.list_(FACE_TRACK), "since 1.1: the face tracks whose frames are in `faces` (one face inside one shot, frames [start, end)), the speaker each speaks for, Light-ASD status (scored, too_short, no_face, no_audio) and fraction of frames scored speaking", "frames"),
+    FieldDoc("overlaps", pa.list_(OVERLAP), "since 1.1: regions inside the clip where two or more speakers talk at once (labelled, not dropped)", "ms"),
     FieldDoc("quality", QUALITY, "quality scores of the clip (ASR confidence)"),
     FieldDoc("provenance", PROVENANCE, "pipeline and schema version, config hash, separation used, models, review status, creation time"),
 )

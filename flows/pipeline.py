@@ -11,6 +11,7 @@ A key whose output file has disappeared is treated as a miss.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,19 +30,28 @@ from prefect.states import Failed, State
 from cinedub.config import Config
 from cinedub.errors import CineDubError, MediaError
 from cinedub.media import sha256_file
+from cinedub.diarization.records import DiarizationResult
+from cinedub.diarization.rttm import write_rttm
+from cinedub.ops.fusion import fuse, speech_spans
 from cinedub.ops.segment import segment_clips
+from cinedub.ops.words_to_speakers import assign_word_speakers
 from cinedub.shards import build_manifest, source_shards
+from cinedub.stages.asd import AsdStage
 from cinedub.stages.asr import AsrStage
+from cinedub.stages.diarization import DiarizationStage
+from cinedub.stages.faces import FacesStage
 from cinedub.stages.base import get_stage, source_work_dir
 from cinedub.stages.ingest import IngestResult, IngestStage
-from cinedub.stages.package import PackageStage
+from cinedub.stages.package import PackageStage, clip_turns
 from cinedub.stages.separation import SeparationStage
 from cinedub.stages.shots import ShotStage
 from cinedub.types import AudioTracks, ClipList, ShotList, Transcript, write_json_atomic
+from cinedub.vision.records import AsdResult, FaceTrackList
 
 log = logging.getLogger("cinedub.flow")
 
-SEGMENT_VERSION = "1"
+SEGMENT_VERSION = "2"
+FUSION_VERSION = "1"
 _HASH_VERSION = "1"
 
 
@@ -122,12 +132,59 @@ def shots_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> st
     return output
 
 
+@task(name="diarization", cache_key_fn=_cache_key)
+def diarization_task(ingest_json: str, tracks_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    source = IngestResult.from_json(ingest_json).source
+    tracks = AudioTracks.from_json(tracks_json)
+    get_stage(DiarizationStage, cfg).process(tracks.vocals_16k, output, speaker_prefix=f"{source.source_id}-",
+                                             uri=source.episode)
+    return output
+
+
+@task(name="faces", cache_key_fn=_cache_key)
+def faces_task(ingest_json: str, shots_json: str, transcript_json: str, diar_json: str, cfg: Config, cache_key: str,
+               output: str) -> str:
+    source = IngestResult.from_json(ingest_json).source
+    spans = speech_spans(Transcript.from_json(transcript_json),
+                         DiarizationResult.from_json(diar_json) if diar_json else None)
+    folder = Path(output).with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    get_stage(FacesStage, cfg).process(source, ShotList.from_json(shots_json), spans, folder).to_json(output)
+    return output
+
+
+@task(name="asd", cache_key_fn=_cache_key)
+def asd_task(faces_json: str, tracks_json: str, diar_json: str, cfg: Config, cache_key: str, output: str) -> str:
+    faces = FaceTrackList.from_json(faces_json)
+    turns = DiarizationResult.from_json(diar_json).exclusive_turns if diar_json else ()
+    folder = Path(output).with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    get_stage(AsdStage, cfg).process(faces, AudioTracks.from_json(tracks_json).vocals_16k, turns, folder).to_json(output)
+    return output
+
+
+@task(name="fuse", cache_key_fn=_cache_key)
+def fuse_task(diar_json: str, faces_json: str, asd_json: str, source_id: str, cache_key: str, output: str) -> str:
+    diar = DiarizationResult.from_json(diar_json)
+    faces = FaceTrackList.from_json(faces_json) if faces_json else None
+    asd = AsdResult.from_json(asd_json) if asd_json else None
+    fused = fuse(diar, asd.turns if asd else None, faces.tracks if faces else (), speaker_prefix=f"{source_id}-")
+    fused.to_json(output)
+    write_rttm(Path(output).with_suffix(".rttm"), fused.turns, source_id)
+    return output
+
+
 @task(name="segment", cache_key_fn=_cache_key)
-def segment_task(ingest_json: str, transcript_json: str, shots_json: str, cfg: Config, cache_key: str, output: str) -> str:
+def segment_task(ingest_json: str, transcript_json: str, shots_json: str, timeline_json: str, cfg: Config,
+                 cache_key: str, output: str) -> str:
     ingest = IngestResult.from_json(ingest_json)
-    transcript = Transcript.from_json(transcript_json)
-    shots = ShotList.from_json(shots_json)
-    clips = segment_clips(ingest.source, transcript.words, shots, cfg.segmentation)
+    words = Transcript.from_json(transcript_json).words
+    timeline = DiarizationResult.from_json(timeline_json) if timeline_json else None
+    if timeline is not None:
+        words = assign_word_speakers(words, timeline.exclusive_turns)
+    clips = segment_clips(ingest.source, words, ShotList.from_json(shots_json), cfg.segmentation)
+    if timeline is not None:
+        clips = [dataclasses.replace(c, turns=tuple(clip_turns(c.start_ms, c.end_ms, timeline.turns))) for c in clips]
     ClipList(source_id=ingest.source.source_id, clips=tuple(clips)).to_json(output)
     return output
 
@@ -138,6 +195,9 @@ def package_task(
     tracks_json: str,
     transcript_json: str,
     clips_json: str,
+    timeline_json: str,
+    faces_json: str,
+    asd_json: str,
     cfg: Config,
     out_dir: str,
     models: list[dict[str, str]],
@@ -152,6 +212,9 @@ def package_task(
         ClipList.from_json(clips_json),
         out_dir,
         models=models,
+        timeline=DiarizationResult.from_json(timeline_json) if timeline_json else None,
+        faces=FaceTrackList.from_json(faces_json) if faces_json else None,
+        asd=AsdResult.from_json(asd_json) if asd_json else None,
     )
     write_json_atomic(output, {"shards": [str(p) for p in shards]})
     return output
@@ -170,6 +233,11 @@ def _models(cfg: Config) -> list[dict[str, str]]:
     if cfg.separation.method != "none":
         models.insert(0, {"stage": "separation", "name": f"demucs:{cfg.separation.model}", "version": SeparationStage.version})
     models.append({"stage": "shots", "name": f"scenedetect:{cfg.shots.detector}", "version": ShotStage.version})
+    if cfg.run_diarization:
+        models.append({"stage": "diarization", "name": f"{cfg.diarization.method}", "version": DiarizationStage.version})
+    if cfg.run_visual:
+        models.append({"stage": "faces", "name": f"{cfg.vision.detector}+mediapipe-facemesh", "version": FacesStage.version})
+        models.append({"stage": "asd", "name": f"light-asd:{cfg.vision.asd_model}", "version": AsdStage.version})
     return models
 
 
@@ -213,15 +281,39 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
     o = _output(work, k_shots)
     shots_json = shots_task.with_options(**_opts(storage, o))(ingest_json, cfg, k_shots, o)
 
-    k_seg = _key("segment", source_id, SEGMENT_VERSION, cfg.stage_hash("segmentation"), k_asr, k_shots)
+    diar_json = faces_json = asd_json = timeline_json = ""
+    k_diar = k_faces = k_asd = k_fuse = ""
+    if cfg.run_diarization:
+        k_diar = _key("diarization", source_id, DiarizationStage(cfg).cache_token(), k_sep)
+        o = _output(work, k_diar)
+        diar_json = diarization_task.with_options(**_opts(storage, o))(ingest_json, tracks_json, cfg, k_diar, o)
+    if cfg.run_visual:
+        k_faces = _key("faces", source_id, FacesStage(cfg).cache_token(), k_shots, k_asr, k_diar)
+        o = _output(work, k_faces)
+        faces_json = faces_task.with_options(**_opts(storage, o))(ingest_json, shots_json, transcript_json, diar_json,
+                                                                  cfg, k_faces, o)
+        k_asd = _key("asd", source_id, AsdStage(cfg).cache_token(), k_faces, k_diar)
+        o = _output(work, k_asd)
+        asd_json = asd_task.with_options(**_opts(storage, o))(faces_json, tracks_json, diar_json, cfg, k_asd, o)
+    if cfg.run_diarization:
+        k_fuse = _key("fuse", source_id, FUSION_VERSION, k_diar, k_asd)
+        o = _output(work, k_fuse)
+        timeline_json = fuse_task.with_options(**_opts(storage, o))(diar_json, faces_json, asd_json, source_id, k_fuse, o)
+
+    k_seg = _key("segment", source_id, SEGMENT_VERSION, cfg.stage_hash("segmentation"), k_asr, k_shots, k_fuse)
     o = _output(work, k_seg)
-    clips_json = segment_task.with_options(**_opts(storage, o))(ingest_json, transcript_json, shots_json, cfg, k_seg, o)
+    clips_json = segment_task.with_options(**_opts(storage, o))(ingest_json, transcript_json, shots_json, timeline_json,
+                                                                cfg, k_seg, o)
 
     out_abs = str(Path(out_dir).resolve())
     models = _models(cfg)
-    k_pack = _key("package", source_id, PackageStage(cfg).cache_token(), cfg.config_hash(), k_seg, k_sep, out_abs, models)
+    k_pack = _key("package", source_id, PackageStage(cfg).cache_token(), cfg.config_hash(), k_seg, k_sep, k_fuse, k_asd,
+                  out_abs, models)
     package_json = _output(work, k_pack)
-    package_task.with_options(**_opts(storage, package_json))(ingest_json, tracks_json, transcript_json, clips_json, cfg, out_dir, models, k_pack, package_json)
+    package_task.with_options(**_opts(storage, package_json))(
+        ingest_json, tracks_json, transcript_json, clips_json, timeline_json, faces_json, asd_json, cfg, out_dir,
+        models, k_pack, package_json,
+    )
 
     clips = ClipList.from_json(clips_json)
     transcript = Transcript.from_json(transcript_json)

@@ -38,6 +38,7 @@ CUT_COST = 1.0  # cost of any cut; a gap's score is subtracted from it
 SENTENCE_SCORE = 2.0
 SHOT_SCORE = 1.5
 PAUSE_SCORE = 1.0  # at min_pause_ms; grows to PAUSE_SCORE * 1.5 for a 1 s pause
+SPEAKER_SCORE = 1.0  # the speaker changes between the two words (diarization)
 SENTENCE_END = tuple(".?!。？！…;；")
 
 
@@ -68,6 +69,9 @@ def _gap(w: Word, nxt: Word, cuts_ms: Sequence[int], cfg: SegmentationConfig) ->
     if pause >= cfg.min_pause_ms:
         score += PAUSE_SCORE * (1.0 + 0.5 * min(1.0, (pause - cfg.min_pause_ms) / 700))
         reasons.append("pause")
+    if w.speaker_id and nxt.speaker_id and w.speaker_id != nxt.speaker_id:
+        score += SPEAKER_SCORE
+        reasons.append("speaker")
     mid = (e + s) // 2
     left_end = min(e + cfg.pad_ms, mid)
     right_start = max(s - cfg.pad_ms, mid)

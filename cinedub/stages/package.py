@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,11 @@ from cinedub.media import encode_flac, load_audio
 from cinedub.schema import SCHEMA_VERSION
 from cinedub.shards import write_source_shards
 from cinedub.stages.base import Resources, Stage
-from cinedub.types import AudioTracks, Clip, ClipList, Source, Transcript
+from cinedub.types import AudioTracks, Clip, ClipList, Source, Transcript, Turn
+
+if TYPE_CHECKING:
+    from cinedub.diarization.records import DiarizationResult
+    from cinedub.vision.records import AsdResult, FaceTrackList
 
 # Fractions of sources (by content hash) that go to dev and test; the rest is train.
 SPLIT_DEV_PERCENT = 5
@@ -54,6 +58,75 @@ def _audio_column(path: str | None, clip: Clip, name: str) -> tuple[dict[str, An
     return {"bytes": encode_flac(samples, sr), "path": f"{clip.clip_id}.{name}.flac"}, sr
 
 
+def clip_turns(clip_start_ms: int, clip_end_ms: int, turns: Sequence[Turn]) -> list[Turn]:
+    """The turns overlapping ``[clip_start_ms, clip_end_ms)``, cut to it (source timeline ms)."""
+    out = []
+    for t in turns:
+        s, e = max(t.start_ms, clip_start_ms), min(t.end_ms, clip_end_ms)
+        if e > s:
+            out.append(t if (s, e) == (t.start_ms, t.end_ms) else Turn(s, e, t.speaker_id, t.on_screen, t.face_track_id, t.overlap))
+    return out
+
+
+class _Visual:
+    """Frame-level face data of one source, read per clip from the faces and ASD Parquet files."""
+
+    def __init__(self, faces: "FaceTrackList", asd: "AsdResult | None"):
+        import pyarrow.parquet as pq
+
+        self.faces = faces
+        self.tracks = {t.track_id: t for t in faces.tracks}
+        self.status = {t.track_id: t for t in asd.tracks} if asd else {}
+        self.scores: dict[tuple[str, int], float] = {}
+        if asd is not None and Path(asd.scores_path).is_file():
+            t = pq.read_table(asd.scores_path, columns=["track_id", "frame_index", "score"]).to_pydict()
+            self.scores = {(a, b): c for a, b, c in zip(t["track_id"], t["frame_index"], t["score"])}
+
+    def rows(self, clip: Clip, turns: Sequence[Turn]) -> tuple[list[dict], list[dict]]:
+        """(frames, tracks) of the face tracks speaking in ``turns``, restricted to the clip's frames."""
+        import pyarrow.parquet as pq
+
+        speakers: dict[str, list[str]] = {}
+        for t in turns:
+            if t.face_track_id:
+                speakers.setdefault(t.face_track_id, []).append(t.speaker_id)
+        if not speakers or clip.start_frame is None:
+            return [], []
+        table = pq.read_table(
+            self.faces.frames_path,
+            columns=["track_id", "frame_index", "pts_ms", "box_xyxy", "lip_xy", "face_crop", "mouth_crop"],
+            filters=[("track_id", "in", sorted(speakers)), ("frame_index", ">=", clip.start_frame),
+                     ("frame_index", "<", clip.end_frame)],
+        )
+        ext = self.faces.image_format.lower()
+        frames = [
+            {
+                "track_id": r["track_id"],
+                "frame_index": r["frame_index"],
+                "pts_ms": float(r["pts_ms"]),
+                "box_xyxy": r["box_xyxy"],
+                "lip_landmarks_xy": r["lip_xy"],
+                "face_crop": {"bytes": r["face_crop"], "path": f"{r['track_id']}-{r['frame_index']}.face.{ext}"},
+                "lip_crop": {"bytes": r["mouth_crop"], "path": f"{r['track_id']}-{r['frame_index']}.lip.{ext}"},
+                "asd_score": self.scores.get((r["track_id"], r["frame_index"])),
+            }
+            for r in sorted(table.to_pylist(), key=lambda r: (r["track_id"], r["frame_index"]))
+        ]
+        tracks = []
+        for tid, sids in sorted(speakers.items()):
+            tr, st = self.tracks.get(tid), self.status.get(tid)
+            tracks.append({
+                "track_id": tid,
+                "shot_index": tr.shot_index if tr else None,
+                "start_frame": tr.start_frame if tr else None,
+                "end_frame": tr.end_frame if tr else None,
+                "speaker_id": max(set(sids), key=sids.count),
+                "asd_status": st.status if st else None,
+                "speaking_fraction": st.speaking_fraction if st else None,
+            })
+        return frames, tracks
+
+
 def clip_rows(
     source: Source,
     tracks: AudioTracks,
@@ -64,13 +137,21 @@ def clip_rows(
     models: Sequence[dict[str, str]],
     include_accompaniment: bool = True,
     created_at: datetime | None = None,
+    timeline: "DiarizationResult | None" = None,
+    faces: "FaceTrackList | None" = None,
+    asd: "AsdResult | None" = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one schema row per clip (audio cut and encoded lazily, one clip at a time).
 
     Args:
         models: ``{"stage", "name", "version"}`` dicts for the provenance column.
         created_at: run time stamped on every row (the only field that differs between identical runs).
+        timeline: the fused diarization of the source (turns with on-screen flags and face tracks, overlaps).
+        faces / asd: the visual stages' results (frame-level faces of the speaking tracks go into each row).
     """
+    from cinedub.ops.fusion import scene_type_candidates
+
+    visual = _Visual(faces, asd) if faces is not None else None
     created_at = created_at or datetime.now(timezone.utc)
     vocal_path = tracks.vocals or tracks.mix_full
     split = split_for(source.sha256)
@@ -78,6 +159,13 @@ def clip_rows(
         vocals, sr = _audio_column(vocal_path, clip, "vocals")
         accomp, _ = _audio_column(tracks.accompaniment, clip, "accompaniment") if include_accompaniment else (None, None)
         text = clip.text
+        turns = clip_turns(clip.start_ms, clip.end_ms, timeline.turns) if timeline is not None else list(clip.turns)
+        overlaps = [
+            {"start_ms": max(o.start_ms, clip.start_ms), "end_ms": min(o.end_ms, clip.end_ms), "speaker_ids": list(o.speaker_ids)}
+            for o in (timeline.overlaps if timeline is not None else ())
+            if o.end_ms > clip.start_ms and o.start_ms < clip.end_ms
+        ]
+        face_frames, face_tracks = visual.rows(clip, turns) if visual is not None else (None, None)
         yield {
             "clip_id": clip.clip_id,
             "source_id": source.source_id,
@@ -99,17 +187,19 @@ def clip_rows(
             "text": text,
             "text_raw": text,
             "words": [w.to_dict() for w in clip.words],
-            "turns": [t.to_dict() for t in clip.turns],
+            "turns": [t.to_dict() for t in turns],
             "speakers": None,
             "emotion": None,
             "emotion_confidence": None,
             "clue": None,
             "scene_type": None,
-            "scene_type_candidates": None,
+            "scene_type_candidates": scene_type_candidates(turns) if timeline is not None else None,
             "sample_rate_hz": sr,
             "audio_vocals": vocals,
             "audio_accompaniment": accomp,
-            "faces": None,
+            "faces": face_frames,
+            "face_tracks": face_tracks,
+            "overlaps": overlaps if timeline is not None else None,
             "quality": _clip_quality(clip, transcript),
             "provenance": {
                 "pipeline_version": __version__,
@@ -140,6 +230,9 @@ class PackageStage(Stage):
         out_dir: str | Path,
         *,
         models: Sequence[dict[str, str]],
+        timeline: "DiarizationResult | None" = None,
+        faces: "FaceTrackList | None" = None,
+        asd: "AsdResult | None" = None,
     ) -> list[Path]:
         """Write the shards of one source, replacing any earlier set; returns their paths."""
         rows = clip_rows(
@@ -150,5 +243,8 @@ class PackageStage(Stage):
             config_hash=self.cfg.config_hash(),
             models=models,
             include_accompaniment=self.cfg.shards.include_accompaniment,
+            timeline=timeline,
+            faces=faces,
+            asd=asd,
         )
         return write_source_shards(rows, out_dir, source.source_id, self.cfg.shards)
