@@ -208,6 +208,53 @@ def models(config: ConfigOpt = None, models_dir: ModelsOpt = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command("export-rttm")
+def export_rttm(
+    out: Annotated[Path, typer.Argument(help="An output folder (holding manifest.json).")],
+    dest: Annotated[Optional[Path], typer.Option(help="Folder for the RTTM files (default OUT/rttm).")] = None,
+) -> None:
+    """Write one RTTM per source from the speaker turns in the shards (speaker ids as in the shards)."""
+    from cinedub.diarization.rttm import write_rttm
+    from cinedub.reader import ShardReader
+    from cinedub.types import Turn
+
+    reader = ShardReader(out)
+    dest = dest or out / "rttm"
+    by_source: dict[tuple[str, str], list[Turn]] = {}
+    for r in reader.table(columns=["source_id", "episode", "turns"]).to_pylist():
+        by_source.setdefault((r["source_id"], r["episode"]), []).extend(Turn.from_dict(t) for t in r["turns"] or [])
+    for (source_id, episode), turns in sorted(by_source.items()):
+        merged: list[Turn] = []
+        for t in sorted(turns, key=lambda t: (t.start_ms, t.speaker_id)):
+            last = next((m for m in reversed(merged) if m.speaker_id == t.speaker_id), None)
+            if last is not None and t.start_ms <= last.end_ms:  # a turn cut in two by a clip boundary
+                merged[merged.index(last)] = Turn(last.start_ms, max(last.end_ms, t.end_ms), t.speaker_id,
+                                                  last.on_screen, last.face_track_id, last.overlap or t.overlap)
+            else:
+                merged.append(t)
+        path = write_rttm(dest / f"{episode}.{source_id}.rttm", merged, episode)
+        out_console.print(f"{path}  ({len(merged)} turns, {len({t.speaker_id for t in merged})} speakers)")
+
+
+@app.command()
+def der(
+    reference: Annotated[Path, typer.Argument(help="Reference RTTM.")],
+    hypothesis: Annotated[Path, typer.Argument(help="Hypothesis RTTM (e.g. from cinedub export-rttm).")],
+    collar: Annotated[float, typer.Option(help="Total collar width in s (pyannote.metrics: 0.25 forgives +-0.125 s).")] = 0.25,
+    skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapping speech.")] = False,
+) -> None:
+    """Print DER and JER (pyannote.metrics) of HYPOTHESIS against REFERENCE; the file ids need not match."""
+    from cinedub.diarization.rttm import read_rttm
+    from cinedub.eval.diarization import score
+
+    ref, hyp = read_rttm(reference), read_rttm(hypothesis)
+    s = score(ref, hyp, collar_s=collar, skip_overlap=skip_overlap)
+    out_console.print(
+        f"DER {s.der:.2%}  JER {s.jer:.2%}  (collar {collar} s total, overlap {'skipped' if skip_overlap else 'scored'}; "
+        f"{len({t.speaker_id for t in ref})} reference speakers, {len({t.speaker_id for t in hyp})} found)"
+    )
+
+
 @app.command()
 def mux(
     video: Annotated[Path, typer.Argument(help="File whose video stream is kept.")],

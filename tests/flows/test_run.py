@@ -255,3 +255,47 @@ def test_killed_run_resumes_to_same_result(main_run, inputs, models_dir, tmp_pat
         assert row == reference[clip_id], f"clip {clip_id} differs from the uninterrupted run"
     manifest_ids = [c for e in json.loads((out / "manifest.json").read_text())["shards"] for c in e["clip_ids"]]
     assert sorted(manifest_ids) == sorted(resumed)
+
+
+def _dialogue_rows(out: Path) -> list[dict]:
+    rows = ShardReader(out).table(columns=["episode", "clip_index", "start_ms", "end_ms", "start_frame", "end_frame",
+                                           "fps", "turns", "faces", "face_tracks", "words", "scene_type_candidates",
+                                           "overlaps"]).to_pylist()
+    return sorted([r for r in rows if r["episode"] == "dialogue_5shots"], key=lambda r: r["start_ms"])
+
+
+def test_diarization_in_shards_scores_against_reference(main_run, media_dir, tmp_path):
+    out, _ = main_run
+    rttm = tmp_path / "rttm"
+    proc = subprocess.run([*CLI, "export-rttm", str(out), "--dest", str(rttm)], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    hyp = next(rttm.glob("dialogue_5shots.*.rttm"))
+    from cinedub.diarization.rttm import read_rttm
+    from cinedub.eval.diarization import score
+
+    s = score(read_rttm(media_dir / "dialogue_5shots/dialogue_5shots.rttm"), read_rttm(hyp), collar_s=0.25)
+    print(f"dialogue_5shots end to end: DER {s.der:.2%} JER {s.jer:.2%}, {s.hyp_speakers} speakers")
+    assert s.hyp_speakers == 5 and s.der <= 0.10
+    for r in _dialogue_rows(out):  # every word has a speaker that has a turn in the clip
+        turn_speakers = {t["speaker_id"] for t in r["turns"]}
+        assert all(w["speaker_id"] in turn_speakers for w in r["words"])
+
+
+def test_speaking_faces_frame_level_in_shards(main_run, media_dir):
+    out, _ = main_run
+    truth = json.loads((media_dir / "dialogue_5shots/dialogue_5shots.truth.json").read_text())
+    cuts_frames = [round(a * 25) for a, _ in truth["shots_s"][1:]]
+    rows = _dialogue_rows(out)
+    for r in rows[:5]:  # shots 1-4 (the first clips): the visible speaker's face, frame by frame
+        assert r["faces"], f"clip at {r['start_ms']} ms has no face frames"
+        on = [t for t in r["turns"] if t["end_ms"] - t["start_ms"] >= 500]
+        assert on and all(t["on_screen"] and t["face_track_id"] for t in on)
+        for f in r["faces"]:
+            assert r["start_frame"] <= f["frame_index"] < r["end_frame"]
+            assert abs(f["pts_ms"] - f["frame_index"] * 1000 / r["fps"]) <= 1
+            assert f["face_crop"]["bytes"][:2] == b"\xff\xd8"  # JPEG
+            assert f["asd_score"] is not None
+        for t in r["face_tracks"]:  # no track crosses a cut
+            assert not any(t["start_frame"] < c < t["end_frame"] for c in cuts_frames)
+        assert "narration" not in r["scene_type_candidates"]

@@ -1,0 +1,55 @@
+"""One speaker id per character across a source: a source built from real footage where a speaker comes back.
+
+The source is dialogue_5shots cut and concatenated with ffmpeg: shot 1 (KH, 0-8 s), shot 2 (ES, 8-13.015 s), then
+shot 1 again. KH's two appearances are 13 s apart and fall into different clips; they must carry the same speaker
+id, and ES another one. Stages run without Prefect (ingest -> ASR -> shots -> diarization -> words to speakers ->
+segmentation).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from cinedub.ops.segment import segment_clips
+from cinedub.ops.words_to_speakers import assign_word_speakers
+from cinedub.stages.asr import AsrStage
+from cinedub.stages.base import get_stage
+from cinedub.stages.diarization import DiarizationStage
+from cinedub.stages.ingest import IngestStage
+from cinedub.stages.shots import ShotStage
+
+
+def test_returning_speaker_keeps_one_id_across_clips(cfg, media_dir, tmp_path):
+    src = media_dir / "dialogue_5shots/dialogue_5shots.mp4"
+    parts = [(0.0, 8.0), (8.0, 13.015), (0.0, 8.0)]
+    for i, (a, b) in enumerate(parts):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(a), "-to", str(b), "-i", str(src), "-c:v", "libx264",
+                        "-preset", "ultrafast", "-c:a", "aac", "-ar", "44100", str(tmp_path / f"p{i}.mp4")], check=True)
+    (tmp_path / "list.txt").write_text("".join(f"file 'p{i}.mp4'\n" for i in range(len(parts))))
+    episode = tmp_path / "kh_es_kh.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"),
+                    "-c", "copy", str(episode)], check=True)
+
+    work = tmp_path / "work"
+    ing = get_stage(IngestStage, cfg).process(episode, work)
+    transcript = get_stage(AsrStage, cfg).process(ing.mix_16k, work / "asr.json")
+    shots = get_stage(ShotStage, cfg).process(episode, ing.source, work / "shots.json")
+    diar = get_stage(DiarizationStage, cfg).process(ing.mix_16k, work / "diar.json", speaker_prefix=f"{ing.source.source_id}-")
+    words = assign_word_speakers(transcript.words, diar.exclusive_turns)
+    clips = segment_clips(ing.source, words, shots, cfg.segmentation)
+
+    b1, b2 = 8000, 13015  # where the second and the third part start
+    def speaker_of(lo, hi):
+        ids = [w.speaker_id for c in clips for w in c.words if lo <= w.start_ms < hi and w.speaker_id]
+        assert ids, f"no words between {lo} and {hi} ms"
+        return max(set(ids), key=ids.count), ids
+
+    kh1, ids1 = speaker_of(0, b1)
+    es, _ = speaker_of(b1, b2)
+    kh2, ids2 = speaker_of(b2, 21015)
+    assert kh1 == kh2, f"KH got {kh1} then {kh2}"
+    assert es != kh1
+    assert ids1.count(kh1) >= 0.9 * len(ids1) and ids2.count(kh2) >= 0.9 * len(ids2)
+    clips_kh = {c.index for c in clips for w in c.words if w.speaker_id == kh1}
+    assert min(clips_kh) < max(clips_kh), "KH must appear in at least two clips"
+    assert all(sid.startswith(ing.source.source_id) for sid in diar.speaker_ids)
