@@ -84,6 +84,8 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     languages: Annotated[Optional[str], typer.Option(help="Allowed languages, comma-separated (e.g. zh,en).")] = None,
     separation: Annotated[Optional[str], typer.Option(help="demucs or none (use the mix).")] = None,
+    visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Faces, lips and ASD.")] = None,
+    diarization: Annotated[Optional[bool], typer.Option("--diarization/--no-diarization", help="Speaker diarization.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -95,7 +97,8 @@ def run(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "pyscenedetect", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages}
+    overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages, "run_visual": visual,
+                       "run_diarization": diarization}
     if separation:
         overrides["separation"] = {"method": separation}
     cfg = _load_config(config, **overrides)

@@ -28,7 +28,7 @@ DEFAULT_INPUTS = [
     "media/en_monologue/englishvideo.mp4",
     "media/zh_narration/10.mp4",
 ]
-STAGES = ["ingest", "separation", "asr", "shots", "segment", "package"]
+STAGES = ["ingest", "separation", "asr", "shots", "diarization", "faces", "asd", "segment", "package"]
 
 
 def _cfg(args_json: str):
@@ -47,10 +47,19 @@ def stage_worker(stage: str, cfg_json: str, src: str, work: str, out: str) -> di
     from cinedub.stages.shots import ShotStage
     from cinedub.types import AudioTracks, ClipList, ShotList, Transcript
 
+    from cinedub.diarization.records import DiarizationResult
+    from cinedub.ops.fusion import fuse, speech_spans
+    from cinedub.ops.words_to_speakers import assign_word_speakers
+    from cinedub.stages.asd import AsdStage
+    from cinedub.stages.diarization import DiarizationStage
+    from cinedub.stages.faces import FacesStage
+    from cinedub.vision.records import AsdResult, FaceTrackList
+
     cfg = _cfg(cfg_json)
     w = Path(work)
     classes = {"ingest": IngestStage, "separation": SeparationStage, "asr": AsrStage, "shots": ShotStage,
-               "package": PackageStage}
+               "diarization": DiarizationStage, "faces": FacesStage, "asd": AsdStage, "package": PackageStage}
+    frames = None
     t0 = time.perf_counter()
     inst = classes[stage](cfg) if stage in classes else None
     if inst is not None:
@@ -66,15 +75,38 @@ def stage_worker(stage: str, cfg_json: str, src: str, work: str, out: str) -> di
             inst.process(Path(AudioTracks.from_json(w / "tracks.json").vocals_16k), w / "asr.json")
         elif stage == "shots":
             inst.process(Path(src), ing.source, w / "shots.json")
+        elif stage == "diarization":
+            inst.process(AudioTracks.from_json(w / "tracks.json").vocals_16k, w / "diar.json",
+                         speaker_prefix=f"{ing.source.source_id}-")
+        elif stage == "faces":
+            spans = speech_spans(Transcript.from_json(w / "asr.json"), DiarizationResult.from_json(w / "diar.json"))
+            (w / "faces").mkdir(exist_ok=True)
+            faces = inst.process(ing.source, ShotList.from_json(w / "shots.json"), spans, w / "faces")
+            faces.to_json(w / "faces.json")
+            frames = faces.n_frames_decoded
+        elif stage == "asd":
+            faces = FaceTrackList.from_json(w / "faces.json")
+            (w / "asd").mkdir(exist_ok=True)
+            inst.process(faces, AudioTracks.from_json(w / "tracks.json").vocals_16k,
+                         DiarizationResult.from_json(w / "diar.json").exclusive_turns, w / "asd").to_json(w / "asd.json")
+            frames = sum(t.n_frames for t in faces.tracks)
         elif stage == "segment":
-            clips = segment_clips(ing.source, Transcript.from_json(w / "asr.json").words,
-                                  ShotList.from_json(w / "shots.json"), cfg.segmentation)
+            asd = AsdResult.from_json(w / "asd.json")
+            faces = FaceTrackList.from_json(w / "faces.json")
+            timeline = fuse(DiarizationResult.from_json(w / "diar.json"), asd.turns, faces.tracks,
+                            speaker_prefix=f"{ing.source.source_id}-")
+            timeline.to_json(w / "timeline.json")
+            words = assign_word_speakers(Transcript.from_json(w / "asr.json").words, timeline.exclusive_turns)
+            clips = segment_clips(ing.source, words, ShotList.from_json(w / "shots.json"), cfg.segmentation)
             ClipList(source_id=ing.source.source_id, clips=tuple(clips)).to_json(w / "clips.json")
         elif stage == "package":
             inst.process(ing.source, AudioTracks.from_json(w / "tracks.json"), Transcript.from_json(w / "asr.json"),
-                         ClipList.from_json(w / "clips.json"), out, models=[])
+                         ClipList.from_json(w / "clips.json"), out, models=[],
+                         timeline=DiarizationResult.from_json(w / "timeline.json"),
+                         faces=FaceTrackList.from_json(w / "faces.json"), asd=AsdResult.from_json(w / "asd.json"))
     t2 = time.perf_counter()
-    return {"load_s": t1 - t0, "process_s": t2 - t1, "duration_s": IngestResult.from_json(w / "ingest.json").source.duration_ms / 1000}
+    return {"load_s": t1 - t0, "process_s": t2 - t1, "frames": frames,
+            "duration_s": IngestResult.from_json(w / "ingest.json").source.duration_ms / 1000}
 
 
 def _run_stage(stage: str, cfg_json: str, src: str, work: Path, out: Path) -> dict:
@@ -133,8 +165,8 @@ def main() -> int:
     cfg = Config.load(models_dir=models_dir, device=args.device, separation=sep)
     cfg_json = cfg.model_dump_json()
 
-    rows: dict[str, dict] = {s: {"wall_s": 0.0, "load_s": 0.0, "process_s": 0.0, "media_s": 0.0, "peak_rss_mb": 0.0}
-                             for s in STAGES}
+    rows: dict[str, dict] = {s: {"wall_s": 0.0, "load_s": 0.0, "process_s": 0.0, "media_s": 0.0, "peak_rss_mb": 0.0,
+                                 "frames": 0} for s in STAGES}
     for src in inputs:
         work = tmp / Path(src).stem
         work.mkdir()
@@ -146,20 +178,22 @@ def main() -> int:
             agg["process_s"] += r["process_s"]
             agg["media_s"] += r["duration_s"]
             agg["peak_rss_mb"] = max(agg["peak_rss_mb"], r["peak_rss_mb"])
+            agg["frames"] += r.get("frames") or 0
             print(f"  {Path(src).name:28s} {stage:10s} {r['process_s']:7.2f} s  {r['peak_rss_mb']:7.0f} MB", file=sys.stderr)
 
     table = Table(title=f"CineDub stages on {len(inputs)} sources ({rows['ingest']['media_s']:.1f} s of media), "
                         f"device {cfg.resolved_device()}, {os.cpu_count()} CPU cores")
-    for c in ("stage", "wall s", "load s", "process s", "RTF (process/media)", "peak RSS MB"):
+    for c in ("stage", "wall s", "load s", "process s", "RTF (process/media)", "frames/s", "peak RSS MB"):
         table.add_column(c, justify="right" if c != "stage" else "left")
     for stage, r in rows.items():
         rtf = r["process_s"] / r["media_s"] if r["media_s"] else float("nan")
-        table.add_row(stage, f"{r['wall_s']:.1f}", f"{r['load_s']:.2f}", f"{r['process_s']:.2f}", f"{rtf:.3f}",
+        fps = f"{r['frames'] / r['process_s']:.1f}" if r["frames"] and r["process_s"] else ""
+        table.add_row(stage, f"{r['wall_s']:.1f}", f"{r['load_s']:.2f}", f"{r['process_s']:.2f}", f"{rtf:.3f}", fps,
                       f"{r['peak_rss_mb']:.0f}")
     total_p = sum(r["process_s"] for r in rows.values())
     media = rows["ingest"]["media_s"]
     table.add_row("all", f"{sum(r['wall_s'] for r in rows.values()):.1f}", f"{sum(r['load_s'] for r in rows.values()):.2f}",
-                  f"{total_p:.2f}", f"{total_p / media:.3f}", f"{max(r['peak_rss_mb'] for r in rows.values()):.0f}")
+                  f"{total_p:.2f}", f"{total_p / media:.3f}", "", f"{max(r['peak_rss_mb'] for r in rows.values()):.0f}")
     Console().print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
