@@ -138,10 +138,25 @@ def inspect(
     out: Annotated[Path, typer.Argument(help="An output folder (holding manifest.json).")],
     clips: Annotated[int, typer.Option("--clips", "-n", help="Clips to list (0 = none, -1 = all).")] = 20,
     source: Annotated[Optional[str], typer.Option(help="Only this source id.")] = None,
+    render: Annotated[Optional[str], typer.Option(help="Write a contact sheet PNG of this clip id (boxes, lips, "
+                                                       "track ids, ASD scores) instead of the summary.")] = None,
+    render_to: Annotated[Optional[Path], typer.Option(help="PNG path for --render (default OUT/render/<clip>.png).")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="Source video for --render (default: from the run reports).")] = None,
 ) -> None:
     """Summarise the shards in OUT: shards, clips, hours, languages, and a list of clips with text and times."""
-    from cinedub.errors import SchemaVersionError
+    from cinedub.errors import CineDubError, SchemaVersionError
     from cinedub.reader import ShardReader
+
+    if render:
+        from cinedub.render import render_clip
+
+        try:
+            path = render_clip(out, render, render_to or out / "render" / f"{render}.png", source=video)
+        except CineDubError as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+        out_console.print(str(path))
+        return
 
     try:
         reader = ShardReader(out)

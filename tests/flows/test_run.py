@@ -299,3 +299,21 @@ def test_speaking_faces_frame_level_in_shards(main_run, media_dir):
         for t in r["face_tracks"]:  # no track crosses a cut
             assert not any(t["start_frame"] < c < t["end_frame"] for c in cuts_frames)
         assert "narration" not in r["scene_type_candidates"]
+
+
+def test_render_contact_sheet_shows_boxes(main_run, tmp_path):
+    out, _ = main_run
+    reader = ShardReader(out)
+    first = sorted((r for r in reader.table(columns=["clip_id", "episode", "start_ms"]).to_pylist()
+                    if r["episode"] == "dialogue_5shots"), key=lambda r: r["start_ms"])[0]
+    png = tmp_path / "sheet.png"
+    proc = subprocess.run([*CLI, "inspect", str(out), "--render", first["clip_id"], "--render-to", str(png)],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import cv2
+
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[1] == 4 * 320
+    green = np.all(img == (0, 200, 0), axis=2).sum()  # the speaking face's box (KH speaks in shot 1)
+    assert green > 500, green
