@@ -286,6 +286,11 @@ def mux(
     out_console.print(str(out))
 
 
+from flows.local import register as _register_ops  # noqa: E402  (serve, submit, ledger, retry)
+
+_register_ops(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

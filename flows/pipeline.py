@@ -48,7 +48,10 @@ from cinedub.stages.shots import ShotStage
 from cinedub.types import AudioTracks, ClipList, ShotList, Transcript, write_json_atomic
 from cinedub.vision.records import AsdResult, FaceTrackList
 
+from flows.resources import gpu_slot, retry_options  # noqa: E402
+
 log = logging.getLogger("cinedub.flow")
+_RETRY = retry_options()  # transient failures only (network, 429/5xx, CUDA OOM): never bad input
 
 SEGMENT_VERSION = "2"
 FUSION_VERSION = "1"
@@ -109,19 +112,23 @@ def ingest_task(path: str, cfg: Config, out_dir: str, cache_key: str, output: st
     return output
 
 
-@task(name="separation", cache_key_fn=_cache_key)
+@task(name="separation", cache_key_fn=_cache_key, **_RETRY)
 def separation_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> str:
     ingest = IngestResult.from_json(ingest_json)
     stage_dir = Path(output).with_suffix("")
-    tracks = get_stage(SeparationStage, cfg).process(ingest, stage_dir)
+    stage = get_stage(SeparationStage, cfg)
+    with gpu_slot(stage.device):
+        tracks = stage.process(ingest, stage_dir)
     tracks.to_json(output)
     return output
 
 
-@task(name="asr", cache_key_fn=_cache_key)
+@task(name="asr", cache_key_fn=_cache_key, **_RETRY)
 def asr_task(tracks_json: str, cfg: Config, cache_key: str, output: str) -> str:
     tracks = AudioTracks.from_json(tracks_json)
-    get_stage(AsrStage, cfg).process(Path(tracks.vocals_16k), Path(output))
+    stage = get_stage(AsrStage, cfg)
+    with gpu_slot(stage.device):
+        stage.process(Path(tracks.vocals_16k), Path(output))
     return output
 
 
@@ -132,7 +139,7 @@ def shots_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> st
     return output
 
 
-@task(name="diarization", cache_key_fn=_cache_key)
+@task(name="diarization", cache_key_fn=_cache_key, **_RETRY)
 def diarization_task(ingest_json: str, tracks_json: str, cfg: Config, cache_key: str, output: str) -> str:
     source = IngestResult.from_json(ingest_json).source
     tracks = AudioTracks.from_json(tracks_json)
@@ -141,7 +148,7 @@ def diarization_task(ingest_json: str, tracks_json: str, cfg: Config, cache_key:
     return output
 
 
-@task(name="faces", cache_key_fn=_cache_key)
+@task(name="faces", cache_key_fn=_cache_key, **_RETRY)
 def faces_task(ingest_json: str, shots_json: str, transcript_json: str, diar_json: str, cfg: Config, cache_key: str,
                output: str) -> str:
     source = IngestResult.from_json(ingest_json).source
@@ -149,17 +156,21 @@ def faces_task(ingest_json: str, shots_json: str, transcript_json: str, diar_jso
                          DiarizationResult.from_json(diar_json) if diar_json else None)
     folder = Path(output).with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
-    get_stage(FacesStage, cfg).process(source, ShotList.from_json(shots_json), spans, folder).to_json(output)
+    stage = get_stage(FacesStage, cfg)
+    with gpu_slot(stage.device):
+        stage.process(source, ShotList.from_json(shots_json), spans, folder).to_json(output)
     return output
 
 
-@task(name="asd", cache_key_fn=_cache_key)
+@task(name="asd", cache_key_fn=_cache_key, **_RETRY)
 def asd_task(faces_json: str, tracks_json: str, diar_json: str, cfg: Config, cache_key: str, output: str) -> str:
     faces = FaceTrackList.from_json(faces_json)
     turns = DiarizationResult.from_json(diar_json).exclusive_turns if diar_json else ()
     folder = Path(output).with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
-    get_stage(AsdStage, cfg).process(faces, AudioTracks.from_json(tracks_json).vocals_16k, turns, folder).to_json(output)
+    stage = get_stage(AsdStage, cfg)
+    with gpu_slot(stage.device):
+        stage.process(faces, AudioTracks.from_json(tracks_json).vocals_16k, turns, folder).to_json(output)
     return output
 
 

@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Sets up CineDub on a fresh Debian 12 machine: system packages, a virtual environment in .venv, pinned Python
 # packages in the order that keeps the CPU build of torch (see ../shared/docs/ENVIRONMENT.md). Idempotent.
-# Usage: bash scripts/setup.sh          (CINEDUB_SKIP_APT=1 skips apt when ffmpeg is already there)
+# Usage: bash scripts/setup.sh [--test]
+#   --test               also the system packages the test suite uses: PostgreSQL (scale-out test cluster),
+#                        Chromium (screenshot of the Prefect UI), docker-compose (validates docker/compose.yaml)
+#   CINEDUB_SKIP_APT=1   no apt at all (the image or machine already has them)
+#   CINEDUB_TORCH_INDEX  PyTorch wheel index, e.g. https://download.pytorch.org/whl/cu128 (docker/Dockerfile.cuda)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
+APT_PKGS=(ffmpeg)
+[ "${1:-}" = "--test" ] && APT_PKGS+=(postgresql chromium docker-compose)
 
-if [ "${CINEDUB_SKIP_APT:-0}" != "1" ] && ! command -v ffmpeg >/dev/null; then
+missing=()
+for pkg in "${APT_PKGS[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ "${CINEDUB_SKIP_APT:-0}" != "1" ] && [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade "pip==24.3.1"
 # torch first: anything that pulls torch later must find 2.13.0 (CPU) already there, or it fetches CUDA builds.
-$PIP install -q "torch==2.13.0"
+$PIP install -q "torch==2.13.0" ${CINEDUB_TORCH_INDEX:+--index-url "$CINEDUB_TORCH_INDEX"}
 $PIP install -q -c requirements/constraints.txt -e ".[test]"
 $PIP install -q --no-deps -r requirements/nodeps.txt
 # torchaudio's PyPI wheel is a CUDA build whose native libs cannot load beside CPU torch; its pure-Python parts

@@ -1,0 +1,226 @@
+"""Local mode for annotators: one command starts everything on this machine and says where the UI is.
+
+``cinedub serve`` (:func:`serve_local`): a Prefect server with the UI on 127.0.0.1 (SQLite under ``--home``), one
+process work pool ``cinedub-local`` for every deployment, the concurrency limits, the deployments, and a worker.
+Ctrl-C stops the worker and the server; the database stays, so history and the ledger survive restarts.
+
+Also: ``cinedub submit INPUT... --out DIR`` (start the ingest deployment on files, folders or URLs),
+``cinedub ledger DIR`` (what happened to every source), ``cinedub retry DIR`` (resubmit the failed ones).
+:func:`register` adds these commands to the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer  # annotations of the commands below are evaluated by typer in this module's namespace
+
+DEFAULT_PORT = 4200
+LOCAL_POOL = "cinedub-local"
+
+
+def default_home() -> Path:
+    """``$CINEDUB_HOME/prefect`` or ``~/.cinedub/prefect``: the local server's ``PREFECT_HOME`` (SQLite lives there)."""
+    return Path(os.environ.get("CINEDUB_HOME", Path.home() / ".cinedub")) / "prefect"
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch or no driver: CPU only
+        return 0
+
+
+def serve_local(
+    home: Path | None = None,
+    port: int = DEFAULT_PORT,
+    worker_limit: int = 2,
+    ingest: dict[str, Any] | None = None,
+    cron: str | None = None,
+    llm_inflight: int = 2,
+    ready: Any = None,
+    block: bool = True,
+) -> dict[str, Any]:
+    """Start (or reuse) the local server with the UI, the pool, the limits, the deployments and one worker.
+
+    Args:
+        home: ``PREFECT_HOME`` of the server (default :func:`default_home`).
+        port: server port on 127.0.0.1. A healthy server already there is reused (a second ``serve`` just adds a
+            worker).
+        worker_limit: runs the worker takes at once (GPU stages still queue on ``gpu:<host>:<i>``).
+        ingest: an :class:`flows.ingest.IngestSpec` as a dict; with ``cron`` it is scheduled.
+        ready: called with the returned dict once everything is up (tests).
+        block: wait until Ctrl-C/SIGTERM, then stop what this call started; False returns at once (the caller
+            stops ``result["worker"]`` and ``result["server"]``).
+
+    Returns:
+        ``{"ui": url, "api": url, "deployments": {...}, "server": PrefectServer | None, "worker": Worker}``.
+    """
+    import httpx
+
+    from flows.deployments import DeploySettings, setup_server
+    from flows.procs import PrefectServer, Worker
+    from flows.resources import host_name
+
+    home = Path(home or default_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    api = f"http://127.0.0.1:{port}/api"
+    server = None
+    try:
+        healthy = httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        print(f"cinedub serve: starting the Prefect server (SQLite in {home}) ...", file=sys.stderr, flush=True)
+        server = PrefectServer(home, ui=True, port=port).start()
+    os.environ["PREFECT_API_URL"] = api
+    settings = DeploySettings(cpu_pool=LOCAL_POOL, gpu_pool=LOCAL_POOL, ingest=ingest, cron=cron)
+    deployments = setup_server(settings, {host_name(): _gpu_count()}, llm_inflight=llm_inflight)
+    worker = Worker(api, home, LOCAL_POOL, f"{host_name()}-local-{os.getpid()}", worker_limit,
+                    env={"PREFECT_WORKER_QUERY_SECONDS": "2"}).start()
+    ui = f"http://127.0.0.1:{port}"
+    info = {"ui": ui, "api": api, "deployments": deployments, "server": server, "worker": worker, "home": str(home)}
+    print(
+        f"\nCineDub is running.\n  Open the UI:  {ui}\n  API:          {api}\n  Worker:       {worker.name} "
+        f"(pool {LOCAL_POOL}, {worker_limit} runs at once; log {worker.log_path})\n"
+        f"  Submit:       PREFECT_API_URL={api} cinedub submit VIDEO... --out DIR\n"
+        f"  Ledger:       cinedub ledger DIR\nCtrl-C stops it.\n",
+        flush=True,
+    )
+    if ready is not None:
+        ready(info)
+    if not block:
+        return info
+    stop = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            time.sleep(1)
+            if not worker.alive:  # a crashed worker is restarted; its lost runs are recovered by the next ingest
+                print("cinedub serve: worker exited; restarting it", file=sys.stderr, flush=True)
+                worker.start()
+            if server is not None and server.proc is not None and server.proc.poll() is not None:
+                print("cinedub serve: the Prefect server exited", file=sys.stderr, flush=True)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+        if server is not None:
+            server.stop()
+    return info
+
+
+def _api() -> str:
+    return os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{DEFAULT_PORT}/api"
+
+
+def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, retry_failed: bool = False,
+           deployment: str = "cinedub-ingest/scheduled") -> str:
+    """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id."""
+    os.environ["PREFECT_API_URL"] = _api()
+    from prefect.deployments import run_deployment
+
+    spec = {"out_dir": str(Path(out).resolve()) if "://" not in out else out,
+            "sources": [str(Path(i).resolve()) if "://" not in i else i for i in inputs],
+            "config": config or {}, "retry_failed": retry_failed}
+    run = run_deployment(deployment, parameters={"spec": spec}, timeout=0, as_subflow=False)
+    return str(run.id)
+
+
+def register(app: Any) -> None:
+    """Add ``serve``, ``submit``, ``ledger`` and ``retry`` to the typer app of :mod:`cinedub.cli`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out_console = Console()
+
+    def _config(models_dir: Optional[Path], separation: Optional[str], device: Optional[str]) -> dict[str, Any]:
+        cfg: dict[str, Any] = {}
+        if models_dir:
+            cfg["models_dir"] = str(models_dir.resolve())
+        if separation:
+            cfg["separation"] = {"method": separation}
+        if device:
+            cfg["device"] = device
+        return cfg
+
+    @app.command()
+    def serve(
+        port: Annotated[int, typer.Option(help="Port of the server and UI on 127.0.0.1.")] = DEFAULT_PORT,
+        home: Annotated[Optional[Path], typer.Option(help="Server state (SQLite); default ~/.cinedub/prefect.")] = None,
+        limit: Annotated[int, typer.Option(help="Runs the local worker takes at once.")] = 2,
+        watch: Annotated[Optional[str], typer.Option(help="Glob the scheduled ingest takes ('in/**/*.mp4').")] = None,
+        out: Annotated[Optional[Path], typer.Option(help="Dataset folder of the scheduled ingest.")] = None,
+        cron: Annotated[str, typer.Option(help="Schedule of the ingest (with --watch).")] = "*/5 * * * *",
+        models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
+        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
+    ) -> None:
+        """Start Prefect (server with UI, worker, deployments) on this machine and print where to open the UI."""
+        ingest = None
+        if watch:
+            if not out:
+                raise typer.BadParameter("--watch needs --out")
+            ingest = {"out_dir": str(out.resolve()), "glob": str(Path(watch).resolve()) if "://" not in watch
+                      else watch, "config": _config(models_dir, separation, None)}
+        serve_local(home, port, limit, ingest, cron if ingest else None)
+
+    @app.command("submit")
+    def submit_cmd(
+        inputs: Annotated[list[str], typer.Argument(help="Video files, folders or URLs (s3://…).")],
+        out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder (seen by every worker).")],
+        models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
+        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
+        device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
+        retry_failed: Annotated[bool, typer.Option(help="Also resubmit inputs that failed before.")] = False,
+    ) -> None:
+        """Queue INPUTS for processing by the workers (the ingest deployment); prints the run's UI address."""
+        run_id = submit(inputs, out, _config(models_dir, separation, device), retry_failed)
+        out_console.print(f"ingest run {run_id}: {_api().removesuffix('/api')}/runs/flow-run/{run_id}")
+
+    @app.command()
+    def ledger(
+        out: Annotated[str, typer.Argument(help="Dataset folder.")],
+        status: Annotated[Optional[str], typer.Option(help="Only pending, running, done or failed.")] = None,
+        url: Annotated[Optional[str], typer.Option(help="Ledger database (default CINEDUB_LEDGER_URL or "
+                                                           "OUT/ledger.sqlite).")] = None,
+    ) -> None:
+        """Every source of a dataset: status, attempts, worker, clips, times, and the reason of failures."""
+        from flows.ingest import ledger_table
+
+        rows = ledger_table(out, url, status)
+        table = Table(title=f"ledger of {out}: {len(rows)} sources")
+        for c in ("name", "status", "attempts", "worker", "clips", "updated", "reason"):
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            color = {"done": "green", "failed": "red", "running": "yellow"}.get(r["status"], "white")
+            table.add_row(r["name"], f"[{color}]{r['status']}[/{color}]", str(r["attempts"]), r["worker"],
+                          "" if r["clips"] is None else str(r["clips"]), r["updated_at"], r["reason"])
+        out_console.print(table)
+
+    @app.command()
+    def retry(
+        out: Annotated[str, typer.Argument(help="Dataset folder.")],
+        url: Annotated[Optional[str], typer.Option(help="Ledger database URL.")] = None,
+    ) -> None:
+        """Resubmit every failed source of OUT (after fixing the cause: a model, a disk, a file)."""
+        from cinedub.ledger import FAILED, Ledger
+
+        led = Ledger(out, url)
+        failed = led.entries(FAILED)
+        if not failed:
+            out_console.print("no failed sources")
+            return
+        run_id = submit([e.uri for e in failed], out, retry_failed=True)
+        out_console.print(f"{len(failed)} failed source(s) resubmitted by ingest run {run_id}")
