@@ -129,13 +129,15 @@ def _api() -> str:
 def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, retry_failed: bool = False,
            deployment: str = "cinedub-ingest/scheduled") -> str:
     """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id."""
-    os.environ["PREFECT_API_URL"] = _api()
     from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     spec = {"out_dir": str(Path(out).resolve()) if "://" not in out else out,
             "sources": [str(Path(i).resolve()) if "://" not in i else i for i in inputs],
             "config": config or {}, "retry_failed": retry_failed}
-    run = run_deployment(deployment, parameters={"spec": spec}, timeout=0, as_subflow=False)
+    # Prefect reads PREFECT_API_URL when it is imported; override it explicitly for this call
+    with temporary_settings(updates={PREFECT_API_URL: _api()}):
+        run = run_deployment(deployment, parameters={"spec": spec}, timeout=0, as_subflow=False)
     return str(run.id)
 
 

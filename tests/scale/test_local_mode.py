@@ -68,9 +68,12 @@ def test_serve_local_starts_everything_and_processes_a_source(tmp_path: Path, me
         monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "client-home"))
         from flows.local import submit
 
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         out = tmp_path / "dataset"
-        submit([str(media_dir / "zh_narration/10.mp4")], str(out),
-               {"models_dir": str(models_dir), "separation": {"method": "none"}, "device": "cpu"})
+        with temporary_settings(updates={PREFECT_API_URL: url}):  # settings are read at import, not from the env
+            submit([str(media_dir / "zh_narration/10.mp4")], str(out),
+                   {"models_dir": str(models_dir), "separation": {"method": "none"}, "device": "cpu"})
         ledger = Ledger(out)
         deadline = time.time() + 300
         while not (ledger.entries() and ledger.entries()[0].status in ("done", "failed")):

@@ -59,6 +59,8 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.deployments import DeploySettings, setup_server
 
     home = tmp_path_factory.mktemp("cluster")
@@ -67,6 +69,11 @@ def cluster(tmp_path_factory):
         db = pg.create_db("prefect")
         with PrefectServer(home / "server", database_url=db) as server:
             os.environ.update(PREFECT_API_URL=server.api, PREFECT_HOME=str(home / "client"))
+            # Prefect reads its settings once, at import: an earlier test in this process may have left the client
+            # on an ephemeral server, so the settings are overridden explicitly, not only through the environment
+            settings = temporary_settings(updates={PREFECT_API_URL: server.api})
+            settings.__enter__()
+            workers: dict = {}
             try:
                 setup_server(DeploySettings(cpu_pool=CPU_POOL, gpu_pool=GPU_POOL), review=False)
                 env = {"CINEDUB_LEDGER_HEARTBEAT_S": "1"}
@@ -81,6 +88,7 @@ def cluster(tmp_path_factory):
                 yield {"api": server.api, "pg": pg, "ledger_url": pg.url("prefect", "postgresql"), "workers": workers,
                        "home": home}
             finally:
+                settings.__exit__(None, None, None)
                 for w in workers.values():
                     w.stop()
                 for k, v in saved.items():
