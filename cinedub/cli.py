@@ -290,6 +290,10 @@ from flows.local import register as _register_ops  # noqa: E402  (serve, submit,
 
 _register_ops(app)
 
+from cinedub.llm.cli import register as _register_llm  # noqa: E402  (correct, review, review-serve)
+
+_register_llm(app)
+
 
 def main() -> None:  # pragma: no cover
     app()

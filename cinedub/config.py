@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from cinedub.diarization.config import DiarizationConfig
+from cinedub.llm.config import LlmConfig
 from cinedub.vision.config import VisionConfig
 
 
@@ -174,6 +175,7 @@ class Config(BaseSettings):
     shards: ShardConfig = Field(default_factory=ShardConfig)
     diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
     run_diarization: bool = True
     run_visual: bool = True
 
@@ -234,7 +236,7 @@ class Config(BaseSettings):
 
     def config_hash(self) -> str:
         """Hash of everything that shapes the output (provenance column ``config_hash``)."""
-        data = self.model_dump(mode="json", exclude={"models_dir", "work_dir", "device"})
+        data = self.model_dump(mode="json", exclude={"models_dir", "work_dir", "device", "llm"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

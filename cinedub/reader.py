@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from cinedub.schema import check_version
-from cinedub.shards import read_manifest
+from cinedub.llm.versions import resolve_manifest
 
 AUDIO_COLUMNS = ("audio_vocals", "audio_accompaniment")
 
@@ -49,9 +49,11 @@ class ShardReader:
         SchemaVersionError: a shard was written by a newer major schema version.
     """
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, version: int | str | None = "latest"):
+        """``version``: "latest" (default: the newest reviewed version, else the pipeline's), or a number."""
         self.out_dir = Path(out_dir)
-        self.manifest = read_manifest(self.out_dir)
+        self.manifest = resolve_manifest(self.out_dir, version)
+        self.version = self.manifest.get("version")
         for path in self.files():
             check_version(pq.read_schema(path), path)
 

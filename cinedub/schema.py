@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from cinedub.errors import SchemaVersionError
+from cinedub.llm.columns import CORRECTION, CORRECTION_DESCRIPTION
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 SCHEMA_NAME = "cinedub.clip"
 META_VERSION_KEY = b"cinedub.schema_version"
 META_NAME_KEY = b"cinedub.schema_name"
@@ -147,6 +148,7 @@ FIELDS: tuple[FieldDoc, ...] = (
     FieldDoc("overlaps", pa.list_(OVERLAP), "since 1.1: regions inside the clip where two or more speakers talk at once (labelled, not dropped)", "ms"),
     FieldDoc("quality", QUALITY, "quality scores of the clip (ASR confidence)"),
     FieldDoc("provenance", PROVENANCE, "pipeline and schema version, config hash, separation used, models, review status, creation time"),
+    FieldDoc("correction", CORRECTION, CORRECTION_DESCRIPTION),
 )
 
 _AUDIO_COLUMNS = ("audio_vocals", "audio_accompaniment")

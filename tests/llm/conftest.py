@@ -1,0 +1,99 @@
+"""Fixtures of the LLM correction tests: real shards built from real footage, and a scripted OpenAI-compatible server.
+
+``llm_out`` (once per session, about 20 s on 2 cores): ``dialogue_5shots.mp4`` (English, five speakers, five shots)
+and ``zh_narration/10.mp4`` (Mandarin voice-over) go through the real ingest, faster-whisper ASR (whisper-base) and
+PySceneDetect stages and the real segmentation and packaging code; words and turns get their speakers from the
+ground truth (``dialogue_5shots.rttm`` with the on-screen flags of ``dialogue_5shots.truth.json``; one off-screen
+narrator for the Mandarin clip), so speaker corrections are checked against real speakers. The audio-visual
+diarization stages are not run here (they would take minutes): the rows are those
+:func:`cinedub.stages.package.clip_rows` writes for a source with known turns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fake_openai import FakeOpenAI
+
+
+def _truth_turns(media_dir: Path, source_id: str):
+    from cinedub.diarization.rttm import read_rttm
+    from cinedub.types import Turn
+
+    truth = json.loads((media_dir / "dialogue_5shots/dialogue_5shots.truth.json").read_text())
+    on_screen = {(t["speaker"], round(t["start"] * 1000)): t["on_screen"] is not None for t in truth["turns"]}
+    turns = []
+    for t in read_rttm(media_dir / "dialogue_5shots/dialogue_5shots.rttm"):
+        turns.append(Turn(t.start_ms, t.end_ms, f"{source_id}-{t.speaker_id}",
+                          on_screen=on_screen.get((t.speaker_id, t.start_ms), True)))
+    return turns
+
+
+def _build_source(cfg, media: Path, work: Path, out: Path, turns_for) -> None:
+    from cinedub.ops.segment import segment_clips
+    from cinedub.ops.words_to_speakers import assign_word_speakers
+    from cinedub.shards import write_source_shards
+    from cinedub.stages.asr import AsrStage
+    from cinedub.stages.base import get_stage
+    from cinedub.stages.ingest import IngestStage
+    from cinedub.stages.package import clip_rows, clip_turns
+    from cinedub.stages.separation import SeparationStage
+    from cinedub.stages.shots import ShotStage
+
+    work.mkdir(parents=True, exist_ok=True)
+    ingest = get_stage(IngestStage, cfg).process(media, work)
+    source = ingest.source
+    tracks = get_stage(SeparationStage, cfg).process(ingest, work / "sep")
+    transcript = get_stage(AsrStage, cfg).process(Path(tracks.vocals_16k), work / "asr.json")
+    shots = get_stage(ShotStage, cfg).process(Path(source.path), source, work / "shots.json")
+    turns = turns_for(source, transcript)
+    words = assign_word_speakers(transcript.words, turns)
+    it = iter(words)
+    segments = tuple(replace(s, words=tuple(next(it) for _ in s.words)) for s in transcript.segments)
+    transcript = replace(transcript, segments=segments)
+    clips = [replace(c, turns=tuple(clip_turns(c.start_ms, c.end_ms, turns))) for c in
+             segment_clips(source, transcript.words, shots, cfg.segmentation)]
+    rows = clip_rows(source, tracks, transcript, clips, config_hash=cfg.config_hash(),
+                     models=[{"stage": "asr", "name": cfg.asr.model, "version": AsrStage.version}],
+                     include_accompaniment=False)
+    write_source_shards(rows, out, source.source_id, cfg.shards)
+
+
+@pytest.fixture(scope="session")
+def llm_out(cfg, media_dir: Path, tmp_path_factory) -> Path:
+    """A pristine output folder (version 0) with the English dialogue and the Mandarin narration; copy it before
+    writing (see :func:`out_copy`)."""
+    from cinedub.shards import build_manifest
+    from cinedub.types import Turn
+
+    root = tmp_path_factory.mktemp("llm-out")
+    out = root / "out"
+    _build_source(cfg, media_dir / "dialogue_5shots/dialogue_5shots.mp4", root / "work-en", out,
+                  lambda source, tr: _truth_turns(media_dir, source.source_id))
+
+    def narrator(source, transcript):
+        segs = transcript.segments
+        return [Turn(s.start_ms, s.end_ms, f"{source.source_id}-N1", on_screen=False) for s in segs]
+
+    _build_source(cfg, media_dir / "zh_narration/10.mp4", root / "work-zh", out, narrator)
+    build_manifest(out)
+    return out
+
+
+@pytest.fixture
+def out_copy(llm_out: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`llm_out` for a test that writes versions or caches."""
+    dst = tmp_path / "out"
+    shutil.copytree(llm_out, dst)
+    return dst
+
+
+@pytest.fixture
+def fake_llm():
+    with FakeOpenAI() as server:
+        yield server
