@@ -145,6 +145,19 @@ def _greedy(idx: list[int], words: Sequence[Word], max_ms: float) -> list[tuple[
     return spans
 
 
+def frame_span(start_ms: int, end_ms: int, source: Source) -> tuple[int | None, int | None]:
+    """Video frames ``[first, end)`` shown during ``[start_ms, end_ms)``; (None, None) without video.
+
+    Shot and clip times are integer ms rounded from exact frame times, so a clip that starts on a cut at 23.976 fps
+    (frame 58 = 2419.08 ms, stored as 2419) must not start one frame early: half a millisecond of rounding is allowed.
+    """
+    if not source.fps:
+        return None, None
+    first = ms_to_frame(start_ms + 0.5, source.fps)
+    end = math.ceil((end_ms - 0.5) * source.fps / 1000)
+    return first, min(source.n_frames or 10**12, max(first, end))
+
+
 def clip_id_for(source_sha256: str, start_ms: int, end_ms: int) -> str:
     """Deterministic clip id: ``uuid5(NAMESPACE_URL, "<sha256>:<start_ms>:<end_ms>")``."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{source_sha256}:{start_ms}:{end_ms}"))
@@ -195,8 +208,8 @@ def segment_clips(
                     end_ms=c_end,
                     words=inside,
                     shot_boundaries_ms=tuple(c for c in cuts_ms if c_start < c < c_end),
-                    start_frame=ms_to_frame(c_start, source.fps) if source.fps else None,
-                    end_frame=min(source.n_frames or 10**12, math.ceil(c_end * source.fps / 1000)) if source.fps else None,
+                    start_frame=frame_span(c_start, c_end, source)[0],
+                    end_frame=frame_span(c_start, c_end, source)[1],
                     cut_reason=reason,
                 )
             )

@@ -55,7 +55,7 @@ def test_invariants(seed):
         assert all(c.start_ms < b < c.end_ms for b in c.shot_boundaries_ms)
         assert list(c.shot_boundaries_ms) == [b for b in shots.cut_ms if c.start_ms < b < c.end_ms]
         assert c.clip_id == clip_id_for(src.sha256, c.start_ms, c.end_ms)
-        assert c.start_frame <= c.start_ms * FPS / 1000 < c.start_frame + 1
+        assert c.start_frame <= (c.start_ms + 0.5) * FPS / 1000 < c.start_frame + 1
         seen += c.words
     for a, b in zip(clips, clips[1:]):
         assert a.end_ms <= b.start_ms
@@ -87,6 +87,8 @@ def test_prefers_sentence_and_shot_boundaries():
     assert clips[0].end_ms == shots.cut_ms[0] == clips[1].start_ms
     assert clips[0].shot_boundaries_ms == () and clips[1].shot_boundaries_ms == ()
     assert clips[0].cut_reason == "sentence+pause+shot"
+    # the second clip starts on the cut: its first frame is the cut frame, not the last frame of the previous shot
+    assert clips[1].start_frame == cut_frame and clips[0].end_frame == cut_frame
 
 
 def test_long_sentence_is_split_and_short_run_dropped():
