@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import uuid
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -385,7 +384,6 @@ def mux_video_audio(video: str | Path, audio: str | Path, out_path: str | Path) 
 
 __all__ = [
     "ASR_SAMPLE_RATE_HZ",
-    "Fraction",
     "encode_flac",
     "extract_audio",
     "extract_audio_tracks",

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -161,4 +160,4 @@ def audio_duration_ms(media: dict[str, Any]) -> float:
     return info.frames * 1000.0 / info.samplerate
 
 
-__all__ = ["ShardReader", "audio_duration_ms", "decode_audio", "np"]
+__all__ = ["ShardReader", "audio_duration_ms", "decode_audio"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow.compute as pc
 
 from cinedub.errors import CineDubError
 from cinedub.reader import ShardReader
@@ -74,7 +75,7 @@ def render_clip(out_dir: str | Path, clip_id: str, dest: str | Path, *, source: 
 
     out_dir = Path(out_dir)
     reader = ShardReader(out_dir)
-    table = reader.dataset().to_table(filter=__import__("pyarrow.compute", fromlist=["field"]).field("clip_id") == clip_id)
+    table = reader.dataset().to_table(filter=pc.field("clip_id") == clip_id)
     if table.num_rows == 0:
         raise CineDubError(f"{out_dir}: no clip {clip_id}")
     row = table.to_pylist()[0]

@@ -77,20 +77,26 @@ class Record:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as UTF-8 JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` via a temporary file in the same folder and ``os.replace`` (never
+    half-written), readable by the group like any other output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared output folder
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_encode(data), fh, ensure_ascii=False, indent=1)
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as UTF-8 JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(_encode(data), ensure_ascii=False, indent=1))
 
 
 @dataclass(frozen=True)

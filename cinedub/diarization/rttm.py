@@ -6,12 +6,10 @@ as written by pyannote.core ``Annotation.write_rttm``). Times are written with 3
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from cinedub.types import Turn
+from cinedub.types import Turn, write_text_atomic
 
 
 def format_rttm(turns: Iterable[Turn], uri: str) -> str:
@@ -30,18 +28,7 @@ def format_rttm(turns: Iterable[Turn], uri: str) -> str:
 
 def write_rttm(path: str | Path, turns: Iterable[Turn], uri: str) -> Path:
     """Write ``turns`` as RTTM to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared output folder
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(format_rttm(turns, uri))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, format_rttm(turns, uri))
 
 
 def parse_rttm(text: str) -> dict[str, list[Turn]]:
