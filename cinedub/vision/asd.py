@@ -8,9 +8,10 @@ results differ only within 6 frames of a window edge), and the average is taken 
 ``logit[1] - logit[0]`` (the demo averages the raw ``logit[1]``), smoothed over ``asd_smooth_frames`` (the demo
 smooths 5 frames when drawing); the score is its ``sigmoid``, a probability thresholded at ``asd_threshold``.
 
-Known limit: the AVA weights are not sensitive to audio-visual synchrony. A talking face scores "speaking"
-whenever someone speaks (measured: the same face scores as high with audio from another shot), so an off-screen
-speaker over a visibly talking face is attributed to that face.
+Known limit: the released weights are not sensitive to audio-visual synchrony. With the AVA weights a talking face
+scores "speaking" whenever someone speaks (measured: the same face scores as high with audio from another shot),
+so an off-screen speaker over a visibly talking face is attributed to that face; the TalkSet weights score every
+frame of every track on dialogue_5shots speaking. ``scripts/asd_sync_probe.py`` measures the offset tests tried.
 
 Sources at other rates are resampled to 25 fps by taking the source frame nearest to each 40 ms step, and each
 source frame gets the score of its nearest 25 fps step. Tracks shorter than ``asd_min_track_ms`` or without audio
