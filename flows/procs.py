@@ -93,6 +93,8 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         extra = {"PREFECT_UI_ENABLED": "true" if self.ui else "false",
                  "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(self.port)}
+        if self.ui:  # the UI's browser code calls this URL
+            extra["PREFECT_UI_API_URL"] = self.api
         if self.database_url:
             extra["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         self.log = open(self.home / "server.log", "ab")

@@ -9,11 +9,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from cinedub.llm.batch import LIGHT_COLUMNS
 from cinedub.llm.versions import latest_version, read_rows, resolve_manifest
 from cinedub.schema import clip_schema
+from flows.procs import PrefectServer
 from fake_openai import Step, answer, clip_data
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,37 +31,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--hide-scrollbars", "--virtual-time-budget=15000", "--window-size=1400,1700"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """``prefect server start`` with the UI on, on a free port of 127.0.0.1 (its own PREFECT_HOME)."""
-    home = tmp_path_factory.mktemp("prefect-review-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": url}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.time() + 150
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("prefect server did not start in 150 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with PrefectServer(tmp_path_factory.mktemp("prefect-review-home"), ui=True) as srv:
+        yield srv.api
 
 
 @pytest.fixture(scope="module")
