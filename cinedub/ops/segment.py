@@ -21,7 +21,9 @@ Method:
 5. Clip edges sit in the gaps: ``pad_ms`` of context each side, never past the midpoint of the gap (so neighbours
    never overlap); when a shot boundary lies in the gap within ``shot_snap_ms`` of the word, the edge is placed
    exactly on it (the clip starts or ends on the cut) and never crosses it otherwise. Edges are clamped to
-   ``[0, duration]``, where duration is the source's or, if shorter, the vocal track's.
+   ``[0, duration]``, where duration is the source's or, if shorter, the vocal track's. A clip's video frames
+   ``[start_frame, end_frame)`` follow from its ms edges with half a millisecond of rounding allowance
+   (:func:`frame_span`: a clip starting on a cut starts on the cut frame), clamped to the shot list's frame count.
 
 Policies: clips are never shorter than ``min_clip_s`` nor longer than ``max_clip_s``; speech that cannot make such
 a clip is dropped (isolated short runs, a block of overlapping words longer than ``max_clip_s``, words longer than
