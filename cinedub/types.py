@@ -310,8 +310,13 @@ class Clip(Record):
         index: position among the source's clips.
         words: the words inside, times in the **source** timeline.
         shot_boundaries_ms: cut times strictly inside the clip (source timeline, ms).
-        start_frame / end_frame: the video frames covered (``[start, end)``), None for audio-only sources.
-        cut_reason: why the clip ends where it does ("shot", "pause", "sentence", "max_length", "end").
+        start_frame / end_frame: the video frames on screen during the clip (``[start, end)``, 0-based decode order,
+            half a millisecond of rounding allowed at each edge: see :func:`cinedub.ops.segment.frame_span`), None for
+            audio-only sources.
+        cut_reason: why the clip ends where it does: the merits of the gap it ends in, joined by "+" in the order
+            "sentence", "pause", "speaker", "shot" / "near_shot" (e.g. "sentence+pause+shot"); "max_length" for a gap
+            with none, cut only because the clip would be too long; "silence" when it closes a stretch of speech
+            followed by 5 s or more of silence; "end" when it closes the source's last stretch of speech.
     """
 
     clip_id: str

@@ -33,7 +33,7 @@ from cinedub.media import sha256_file
 from cinedub.diarization.records import DiarizationResult
 from cinedub.diarization.rttm import write_rttm
 from cinedub.ops.fusion import fuse, speech_spans
-from cinedub.ops.segment import segment_clips
+from cinedub.ops.segment import segment_source
 from cinedub.ops.words_to_speakers import assign_word_speakers
 from cinedub.shards import build_manifest, source_shards
 from cinedub.stages.asd import AsdStage
@@ -53,7 +53,7 @@ from flows.resources import gpu_slot, retry_options  # noqa: E402
 log = logging.getLogger("cinedub.flow")
 _RETRY = retry_options()  # transient failures only (network, 429/5xx, CUDA OOM): never bad input
 
-SEGMENT_VERSION = "2"
+SEGMENT_VERSION = "3"  # v3: blocks of overlapping words, abbreviations, no greedy fallback (dropped spans)
 FUSION_VERSION = "1"
 _HASH_VERSION = "1"
 
@@ -193,7 +193,12 @@ def segment_task(ingest_json: str, transcript_json: str, shots_json: str, timeli
     timeline = DiarizationResult.from_json(timeline_json) if timeline_json else None
     if timeline is not None:
         words = assign_word_speakers(words, timeline.exclusive_turns)
-    clips = segment_clips(ingest.source, words, ShotList.from_json(shots_json), cfg.segmentation)
+    seg = segment_source(ingest.source, words, ShotList.from_json(shots_json), cfg.segmentation)
+    clips = list(seg.clips)
+    if seg.dropped:
+        get_run_logger().info("%s: %d speech spans dropped (%d words; no %g-%g s clip can hold them)",
+                              ingest.source.source_id, len(seg.dropped), sum(len(d.words) for d in seg.dropped),
+                              cfg.segmentation.min_clip_s, cfg.segmentation.max_clip_s)
     if timeline is not None:
         clips = [dataclasses.replace(c, turns=tuple(clip_turns(c.start_ms, c.end_ms, timeline.turns))) for c in clips]
     ClipList(source_id=ingest.source.source_id, clips=tuple(clips)).to_json(output)

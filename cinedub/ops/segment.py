@@ -2,49 +2,97 @@
 
 Method:
 
-1. Words are grouped into *runs* separated by silences of at least :data:`HARD_GAP_MS`: a clip never spans one.
-2. Inside a run, every gap between two words is a candidate cut, scored by what makes a good clip boundary for
-   dubbing data: a sentence end (``. ? ! 。 ？ ！ …``), a pause (``>= min_pause_ms``, more for longer pauses) and a
-   shot boundary in or near the gap (``shot_snap_ms``). A cut costs :data:`CUT_COST` minus its score, so weak gaps
-   (mid-phrase, no pause) are cut only when the length bounds force it.
-3. Dynamic programming picks, per run, the set of cuts with the lowest total cost such that every clip lasts
-   ``min_clip_s``..``max_clip_s``. This is exact for the additive cost (unlike a greedy scan, it can give up a good
-   cut early to avoid a forced mid-phrase cut later), and linear in words times words-per-clip.
-4. Clip edges sit in the gaps: ``pad_ms`` of context each side, never past the midpoint of the gap (so neighbours
-   never overlap and no word is cut); when a shot boundary lies in the gap within ``shot_snap_ms`` of the word, the
-   edge is placed exactly on it, so the clip starts or ends on the cut.
+1. Words are sorted and grouped into *blocks*: a word that starts before the previous ones end (overlapping ASR
+   times) joins their block, because no clip edge can separate them without cutting one. Clip edges only lie in
+   the gaps between blocks, so no word is ever cut.
+2. Blocks are grouped into *runs* separated by silences of at least :data:`HARD_GAP_MS`; a clip never spans one.
+3. Every gap between blocks is a candidate cut, scored by what makes a good clip boundary for dubbing data: a
+   sentence end (``. ? ! ; 。 ？ ！ ； …``, abbreviations such as "D.C." or "Mr." excluded), a pause
+   (``>= min_pause_ms``, more for longer pauses), a speaker change (once diarization has set ``speaker_id``) and
+   a shot boundary in the gap (or, for less, within ``shot_snap_ms`` of it). A cut costs :data:`CUT_COST` minus
+   its score, so weak gaps (mid-phrase, no pause) are cut only when the length bounds force it.
+4. Dynamic programming picks, per run, the segmentation with the lowest total cost such that every kept clip lasts
+   ``min_clip_s``..``max_clip_s`` *including its padding*. A segment that cannot be a clip (shorter than
+   ``min_clip_s``, or one block longer than ``max_clip_s``) may be *dropped* at a cost of :data:`DROP_COST` plus
+   :data:`DROP_COST_PER_S` per second of speech, far above any cut cost, so speech is dropped only when no
+   segmentation can keep it. DP rather than a greedy scan because the cost is additive and the optimum is exact:
+   a greedy cut at the first good gap can force a mid-phrase cut (or a drop) 30 s later, which DP avoids by
+   trading one good cut for another. It costs O(blocks x blocks-per-clip), about 1 s for 40 000 words.
+5. Clip edges sit in the gaps: ``pad_ms`` of context each side, never past the midpoint of the gap (so neighbours
+   never overlap); when a shot boundary lies in the gap within ``shot_snap_ms`` of the word, the edge is placed
+   exactly on it (the clip starts or ends on the cut) and never crosses it otherwise. Edges are clamped to
+   ``[0, duration]``, where duration is the source's or, if shorter, the vocal track's. A clip's video frames
+   ``[start_frame, end_frame)`` follow from its ms edges with half a millisecond of rounding allowance
+   (:func:`frame_span`: a clip starting on a cut starts on the cut frame), clamped to the shot list's frame count.
 
-A run shorter than ``min_clip_s`` (isolated words between long silences) cannot make a clip and is dropped; the
-count is logged. A run where no segmentation fits (a single word longer than ``max_clip_s``, which the ASR guards
-prevent) is cut greedily at ``max_clip_s`` and those clips are marked ``cut_reason="max_length"``.
+Policies: clips are never shorter than ``min_clip_s`` nor longer than ``max_clip_s``; speech that cannot make such
+a clip is dropped (isolated short runs, a block of overlapping words longer than ``max_clip_s``, words longer than
+``max_clip_s``, which only a hallucination produces, and words starting after the audio ends). Dropped spans are
+returned by :func:`segment_source` and counted in the log. The last clip ends with the audio even when the ASR's
+last word runs a few ms past it (rounding): edges never leave ``[0, duration]``.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from cinedub.config import SegmentationConfig
-from cinedub.timebase import ms_to_frame
+from cinedub.timebase import frame_to_ms, ms_to_frame
 from cinedub.types import Clip, ShotList, Source, Word
 
 logger = logging.getLogger("cinedub.segment")
 
 HARD_GAP_MS = 5000  # a silence this long always ends a clip (no dubbing example spans 5 s of nothing)
 CUT_COST = 1.0  # cost of any cut; a gap's score is subtracted from it
+CLIP_COST = 0.01  # per clip: between otherwise equal segmentations, prefer fewer, longer clips
+DROP_COST = 20.0  # dropping a segment of speech, plus DROP_COST_PER_S per second of it
+DROP_COST_PER_S = 10.0
 SENTENCE_SCORE = 2.0
-SHOT_SCORE = 1.5
-PAUSE_SCORE = 1.0  # at min_pause_ms; grows to PAUSE_SCORE * 1.5 for a 1 s pause
+SHOT_SCORE = 1.5  # a shot boundary in the gap; half of it within shot_snap_ms of the gap
+PAUSE_SCORE = 1.0  # at min_pause_ms; grows to PAUSE_SCORE * 1.5 for a pause 700 ms longer
 SPEAKER_SCORE = 1.0  # the speaker changes between the two words (diarization)
 SENTENCE_END = tuple(".?!。？！…;；")
+_CLOSERS = "\"'”’」』)）]】》"
+# "D.C.", "U.S.", ".C." (Whisper splits "D.C." into "D" + ".C."), initials "J."
+_ABBREVIATION = re.compile(r"^(?:\w?\.)?(?:\w\.)+$")
+_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.", "no."})
+
+
+@dataclass(frozen=True)
+class DroppedSpan:
+    """Words left out of every clip, and why.
+
+    Attributes:
+        start_ms / end_ms: first word start and last word end (source timeline, ms).
+        words: the words dropped.
+        reason: "short" (could not reach ``min_clip_s``), "long" (a block of overlapping words or a single word
+            longer than ``max_clip_s``) or "after_end" (the word starts after the audio ends).
+    """
+
+    start_ms: int
+    end_ms: int
+    words: tuple[Word, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The output of :func:`segment_source`: clips in time order and the spans of words left out."""
+
+    clips: tuple[Clip, ...]
+    dropped: tuple[DroppedSpan, ...]
 
 
 @dataclass(frozen=True)
 class _Gap:
-    """The gap after word ``i``: where the left clip may end and the right one may start."""
+    """The gap after a block: how good a cut it is and where the left clip may end and the right one start."""
 
     score: float
     reason: str
@@ -52,110 +100,20 @@ class _Gap:
     right_start_ms: int
 
 
-def _shot_in(cuts_ms: Sequence[int], lo: int, hi: int) -> int | None:
-    for c in cuts_ms:
-        if lo <= c <= hi:
-            return c
-    return None
+@dataclass
+class _Block:
+    words: list[Word]
+    start_ms: int
+    end_ms: int  # max of the words' ends
 
 
-def _gap(w: Word, nxt: Word, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> _Gap:
-    e, s = w.end_ms, nxt.start_ms
-    pause = s - e
-    score, reasons = 0.0, []
-    if w.text.rstrip().endswith(SENTENCE_END):
-        score += SENTENCE_SCORE
-        reasons.append("sentence")
-    if pause >= cfg.min_pause_ms:
-        score += PAUSE_SCORE * (1.0 + 0.5 * min(1.0, (pause - cfg.min_pause_ms) / 700))
-        reasons.append("pause")
-    if w.speaker_id and nxt.speaker_id and w.speaker_id != nxt.speaker_id:
-        score += SPEAKER_SCORE
-        reasons.append("speaker")
-    mid = (e + s) // 2
-    left_end = min(e + cfg.pad_ms, mid)
-    right_start = max(s - cfg.pad_ms, mid)
-    in_gap = _shot_in(cuts_ms, e, s)
-    if in_gap is not None:
-        score += SHOT_SCORE
-        reasons.append("shot")
-        if in_gap - e <= cfg.shot_snap_ms:
-            left_end = in_gap
-        if s - in_gap <= cfg.shot_snap_ms:
-            right_start = in_gap
-        if left_end == in_gap or right_start == in_gap:  # one side on the cut: the other may not cross it
-            left_end, right_start = min(left_end, in_gap), max(right_start, in_gap)
-    elif _shot_in(cuts_ms, e - cfg.shot_snap_ms, s + cfg.shot_snap_ms) is not None:
-        score += SHOT_SCORE / 2  # the cut is inside a word next to the gap: close, but the clip keeps a sliver
-        reasons.append("near-shot")
-    return _Gap(score, "+".join(reasons) or "word", left_end, right_start)
-
-
-def _runs(words: Sequence[Word]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for i, w in enumerate(words):
-        if runs and w.start_ms - words[runs[-1][-1]].end_ms < HARD_GAP_MS:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
-
-
-def _best_cuts(
-    idx: list[int], words: Sequence[Word], gaps: dict[int, _Gap], start_ms: int, end_ms: int, cfg: SegmentationConfig
-) -> list[tuple[int, int]] | None:
-    """Lowest-cost split of the run ``idx`` into [a, b) word ranges whose clips respect the length bounds."""
-    n = len(idx)
-    lo, hi = cfg.min_clip_s * 1000, cfg.max_clip_s * 1000
-
-    def clip_start(k: int) -> int:  # clip start when the clip's first word is idx[k]
-        return start_ms if k == 0 else gaps[idx[k - 1]].right_start_ms
-
-    def clip_end(k: int) -> int:  # clip end when its last word is idx[k - 1]
-        return end_ms if k == n else gaps[idx[k - 1]].left_end_ms
-
-    best = [math.inf] * (n + 1)
-    back = [-1] * (n + 1)
-    best[0] = 0.0
-    for b in range(1, n + 1):
-        e = clip_end(b)
-        cost_b = 0.0 if b == n else CUT_COST - gaps[idx[b - 1]].score
-        for a in range(b - 1, -1, -1):
-            dur = e - clip_start(a)
-            if dur > hi:
-                break
-            if dur >= lo and best[a] + cost_b < best[b]:
-                best[b] = best[a] + cost_b
-                back[b] = a
-    if math.isinf(best[n]):
-        return None
-    spans, b = [], n
-    while b > 0:
-        spans.append((back[b], b))
-        b = back[b]
-    return spans[::-1]
-
-
-def _greedy(idx: list[int], words: Sequence[Word], max_ms: float) -> list[tuple[int, int]]:
-    spans, a = [], 0
-    for k in range(1, len(idx) + 1):
-        if k == len(idx) or words[idx[k]].end_ms - words[idx[a]].start_ms > max_ms:
-            spans.append((a, k))
-            a = k
-    return spans
-
-
-def frame_span(start_ms: int, end_ms: int, source: Source) -> tuple[int | None, int | None]:
-    """Video frames ``[first, end)`` shown during ``[start_ms, end_ms)``; (None, None) without video.
-
-    Shot and clip times are integer ms rounded from exact frame times, so a clip that starts on a cut at 23.976 fps
-    (frame 58 = 2419.08 ms, stored as 2419) must not start one frame early: half a millisecond of rounding is allowed.
-    """
-    if not source.fps:
-        return None, None
-    first = ms_to_frame(start_ms + 0.5, source.fps)
-    end = math.ceil((end_ms - 0.5) * source.fps / 1000)
-    return first, min(source.n_frames or 10**12, max(first, end))
+def is_sentence_end(text: str) -> bool:
+    """True when ``text`` (one ASR word) ends a sentence: terminal punctuation, not an abbreviation."""
+    t = text.strip().rstrip(_CLOSERS)
+    if not t.endswith(SENTENCE_END):
+        return False
+    low = t.lower()
+    return not (low in _TITLES or _ABBREVIATION.match(low))
 
 
 def clip_id_for(source_sha256: str, start_ms: int, end_ms: int) -> str:
@@ -163,56 +121,234 @@ def clip_id_for(source_sha256: str, start_ms: int, end_ms: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{source_sha256}:{start_ms}:{end_ms}"))
 
 
-def segment_clips(
-    source: Source, words: Sequence[Word], shots: ShotList | None, cfg: SegmentationConfig
-) -> list[Clip]:
-    """Cut ``words`` (source timeline, sorted) into clips; see the module docstring for the method.
+def frame_span(start_ms: int, end_ms: int, fps: Fraction, n_frames: int | None = None) -> tuple[int, int]:
+    """Video frames ``[start, end)`` on screen during ``[start_ms, end_ms)`` at a constant ``fps``.
+
+    Shot and clip times are integer ms rounded from exact frame times (``Shot.start_ms``), so each edge gets half a
+    millisecond of rounding allowance: a clip starting on a cut at 23.976 fps (frame 58 = 2419.08 ms, stored as
+    2419) starts on the cut frame 58, not on frame 57, the last frame of the shot before (``floor(2419 ms * 23.976
+    fps)``); a clip ending there ends before frame 58.
+
+    Args:
+        start_ms / end_ms: the span in the source timeline (integer ms).
+        fps: exact frame rate (``Fraction(24000, 1001)`` for 23.976 fps).
+        n_frames: frame count of the video, if known; both indices are clamped to it.
+
+    Returns:
+        ``(start, end)`` frame indices, 0-based, ``start <= end``.
+    """
+    start = ms_to_frame(start_ms + 0.5, fps)
+    k = ms_to_frame(end_ms - 0.5, fps)
+    end = k if abs(frame_to_ms(k, fps) - (end_ms - 0.5)) < 1e-6 else k + 1  # ceil
+    if n_frames is not None:
+        start, end = min(start, n_frames), min(end, n_frames)
+    return start, max(start, end)
+
+
+def _shots_in(cuts_ms: Sequence[int], lo: int, hi: int) -> list[int]:
+    """Shot boundaries in ``[lo, hi]``; ``cuts_ms`` sorted."""
+    return list(cuts_ms[bisect.bisect_left(cuts_ms, lo) : bisect.bisect_right(cuts_ms, hi)])
+
+
+def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> _Gap:
+    w, nw = prev.words[-1], nxt.words[0]
+    e, s = prev.end_ms, nxt.start_ms
+    pause = s - e
+    score, reasons = 0.0, []
+    if is_sentence_end(w.text):
+        score += SENTENCE_SCORE
+        reasons.append("sentence")
+    if pause >= cfg.min_pause_ms:
+        score += PAUSE_SCORE * (1.0 + 0.5 * min(1.0, (pause - cfg.min_pause_ms) / 700))
+        reasons.append("pause")
+    if w.speaker_id and nw.speaker_id and w.speaker_id != nw.speaker_id:
+        score += SPEAKER_SCORE
+        reasons.append("speaker")
+    mid = (e + s) // 2
+    left_end = min(e + cfg.pad_ms, mid)
+    right_start = max(s - cfg.pad_ms, mid)
+    in_gap = _shots_in(cuts_ms, e, s)
+    if in_gap:
+        first, last = in_gap[0], in_gap[-1]
+        score += SHOT_SCORE
+        reasons.append("shot")
+        # on the cut when it is close to the word, and never across it: no clip keeps a sliver of another shot
+        left_end = first if first - e <= cfg.shot_snap_ms else min(left_end, first)
+        right_start = last if s - last <= cfg.shot_snap_ms else max(right_start, last)
+    elif _shots_in(cuts_ms, e - cfg.shot_snap_ms, s + cfg.shot_snap_ms):
+        score += SHOT_SCORE / 2  # the cut is inside a word next to the gap: close, but the clip keeps a sliver
+        reasons.append("near_shot")
+    return _Gap(score, "+".join(reasons), left_end, right_start)
+
+
+def _edge_start(s: int, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> int:
+    """Start of a clip whose first word starts at ``s`` with nothing before it (the source's start)."""
+    start = max(0, s - cfg.pad_ms)
+    before = _shots_in(cuts_ms, max(0, s - max(cfg.pad_ms, cfg.shot_snap_ms)), s)
+    if before and s - before[-1] <= cfg.shot_snap_ms:
+        return before[-1]
+    return max([start, *before])
+
+
+def _edge_end(e: int, limit_ms: int, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> int:
+    """End of a clip whose last word ends at ``e`` with nothing after it (the end of the audio)."""
+    end = min(limit_ms, e + cfg.pad_ms)
+    after = _shots_in(cuts_ms, e, min(limit_ms, e + max(cfg.pad_ms, cfg.shot_snap_ms)))
+    if after and after[0] - e <= cfg.shot_snap_ms:
+        return after[0]
+    return min([end, *after])
+
+
+def _blocks(words: Sequence[Word]) -> list[_Block]:
+    blocks: list[_Block] = []
+    for w in words:
+        if blocks and w.start_ms < blocks[-1].end_ms:
+            b = blocks[-1]
+            b.words.append(w)
+            b.end_ms = max(b.end_ms, w.end_ms)
+        else:
+            blocks.append(_Block([w], w.start_ms, w.end_ms))
+    return blocks
+
+
+def _best_split(
+    starts: list[int], ends: list[int], speech_ms: list[int], gaps: list[_Gap], cfg: SegmentationConfig
+) -> list[tuple[int, int, bool]]:
+    """Lowest-cost split of a run of ``n`` blocks into ``(a, b, keep)`` block ranges (see the module docstring).
+
+    ``starts[a]``: clip start if block ``a`` opens a clip; ``ends[b]``: clip end if block ``b - 1`` closes one;
+    ``speech_ms[b]``: cumulative speech of blocks ``< b``; ``gaps[k]``: the gap after block ``k``.
+    """
+    n = len(starts)
+    lo, hi = cfg.min_clip_s * 1000, cfg.max_clip_s * 1000
+    best = [math.inf] * (n + 1)
+    back: list[tuple[int, bool]] = [(-1, False)] * (n + 1)
+    best[0] = 0.0
+    for b in range(1, n + 1):
+        e = ends[b]
+        cut = 0.0 if b == n else CUT_COST - gaps[b - 1].score
+        for a in range(b - 1, -1, -1):
+            dur = e - starts[a]
+            if dur > hi and b - a > 1:
+                break  # longer ranges only get longer
+            if lo <= dur <= hi:
+                cost, keep = best[a] + cut + CLIP_COST, True
+            else:
+                cost, keep = best[a] + DROP_COST + DROP_COST_PER_S * (speech_ms[b] - speech_ms[a]) / 1000, False
+            if cost < best[b]:
+                best[b], back[b] = cost, (a, keep)
+    spans, b = [], n
+    while b > 0:
+        a, keep = back[b]
+        spans.append((a, b, keep))
+        b = a
+    return spans[::-1]
+
+
+def segment_source(
+    source: Source,
+    words: Sequence[Word],
+    shots: ShotList | None,
+    cfg: SegmentationConfig,
+    *,
+    vocal_duration_ms: int | None = None,
+) -> Segmentation:
+    """Cut ``words`` into clips and report what was left out; see the module docstring for the method.
 
     Args:
         source: gives the duration (clamp), fps (frame spans) and sha256 (clip ids).
-        words: ASR words in time order, ``start_ms <= end_ms``.
-        shots: the source's shots, or None for audio-only sources.
+        words: ASR words in the source timeline (ms), any order; ``start_ms <= end_ms`` expected.
+        shots: the source's shots, or None (audio-only source, or no shot detection).
         cfg: length bounds (s), padding, pause and shot-snap distances (ms).
+        vocal_duration_ms: length of the audio the clips are cut from, when it differs from
+            ``source.duration_ms``; clips end at the shorter of the two.
 
     Returns:
-        Clips in time order with ``index`` 0..n-1; every word lies wholly inside exactly one clip or in a dropped run.
+        A :class:`Segmentation`: clips in time order with ``index`` 0..n-1, each within ``[min_clip_s,
+        max_clip_s]``, none overlapping another; every word lies wholly inside exactly one clip or in one dropped
+        span.
     """
-    words = sorted(words, key=lambda w: (w.start_ms, w.end_ms))
-    cuts_ms = shots.cut_ms if shots is not None else []
-    gaps = {i: _gap(words[i], words[i + 1], cuts_ms, cfg) for i in range(len(words) - 1)}
+    limit_ms = source.duration_ms or 0
+    if vocal_duration_ms is not None:
+        limit_ms = min(limit_ms, vocal_duration_ms) if limit_ms else vocal_duration_ms
+    max_ms = cfg.max_clip_s * 1000
+    dropped: list[DroppedSpan] = []
+    usable = []
+    for w in sorted(words, key=lambda w: (w.start_ms, w.end_ms)):
+        if w.end_ms < w.start_ms:
+            w = Word(w.text, w.start_ms, w.start_ms, w.probability, w.speaker_id)  # defensive: never negative
+        if limit_ms and w.start_ms >= limit_ms:
+            dropped.append(DroppedSpan(w.start_ms, w.end_ms, (w,), "after_end"))
+        elif w.end_ms - w.start_ms > max_ms:
+            dropped.append(DroppedSpan(w.start_ms, w.end_ms, (w,), "long"))
+        else:
+            usable.append(w)
+    if not limit_ms and usable:
+        limit_ms = max(w.end_ms for w in usable) + cfg.pad_ms
+    cuts_ms = sorted(shots.cut_ms) if shots is not None else []
+    blocks = _blocks(usable)
+    gaps = [_gap(a, b, cuts_ms, cfg) for a, b in zip(blocks, blocks[1:])]
+    n_frames = (shots.n_frames if shots is not None else None) or source.n_frames
+
     clips: list[Clip] = []
-    dropped = 0
-    for run in _runs(words):
-        first, last = words[run[0]], words[run[-1]]
-        start_ms = max(0, first.start_ms - cfg.pad_ms)
-        end_ms = min(source.duration_ms, last.end_ms + cfg.pad_ms) if source.duration_ms else last.end_ms + cfg.pad_ms
-        end_ms = max(end_ms, last.end_ms)
-        if end_ms - start_ms < cfg.min_clip_s * 1000:
-            dropped += 1
-            continue
-        spans = _best_cuts(run, words, gaps, start_ms, end_ms, cfg)
-        forced = spans is None
-        if forced:
-            spans = _greedy(run, words, cfg.max_clip_s * 1000)
-        for a, b in spans:
-            c_start = start_ms if a == 0 else gaps[run[a - 1]].right_start_ms
-            c_end = end_ms if b == len(run) else gaps[run[b - 1]].left_end_ms
-            inside = tuple(words[k] for k in run[a:b])
-            reason = "max_length" if forced else ("silence" if b == len(run) else gaps[run[b - 1]].reason)
+    i = 0
+    while i < len(blocks):
+        j = i + 1
+        while j < len(blocks) and blocks[j].start_ms - blocks[j - 1].end_ms < HARD_GAP_MS:
+            j += 1
+        run = blocks[i:j]
+        starts = [_edge_start(run[0].start_ms, cuts_ms, cfg) if i == 0 else gaps[i - 1].right_start_ms]
+        starts += [gaps[i + k - 1].right_start_ms for k in range(1, len(run))]
+        ends = [0] + [gaps[i + k - 1].left_end_ms for k in range(1, len(run))]
+        ends.append(_edge_end(run[-1].end_ms, limit_ms, cuts_ms, cfg) if j == len(blocks) else gaps[j - 1].left_end_ms)
+        speech = [0]
+        for blk in run:
+            speech.append(speech[-1] + blk.end_ms - blk.start_ms)
+        for a, b, keep in _best_split(starts, ends, speech, gaps[i : i + len(run) - 1], cfg):
+            inside = tuple(w for blk in run[a:b] for w in blk.words)
+            if not keep:
+                reason = "short" if ends[b] - starts[a] < cfg.min_clip_s * 1000 else "long"
+                dropped.append(DroppedSpan(run[a].start_ms, max(blk.end_ms for blk in run[a:b]), inside, reason))
+                continue
+            start_ms, end_ms = starts[a], ends[b]
+            if b < len(run):
+                reason = gaps[i + b - 1].reason or "max_length"
+            else:
+                reason = "end" if j == len(blocks) else "silence"
+            frames = frame_span(start_ms, end_ms, source.fps, n_frames) if source.fps and source.has_video else None
             clips.append(
                 Clip(
-                    clip_id=clip_id_for(source.sha256, c_start, c_end),
+                    clip_id=clip_id_for(source.sha256, start_ms, end_ms),
                     source_id=source.source_id,
                     index=len(clips),
-                    start_ms=c_start,
-                    end_ms=c_end,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
                     words=inside,
-                    shot_boundaries_ms=tuple(c for c in cuts_ms if c_start < c < c_end),
-                    start_frame=frame_span(c_start, c_end, source)[0],
-                    end_frame=frame_span(c_start, c_end, source)[1],
+                    shot_boundaries_ms=tuple(c for c in _shots_in(cuts_ms, start_ms, end_ms) if start_ms < c < end_ms),
+                    start_frame=frames[0] if frames else None,
+                    end_frame=frames[1] if frames else None,
                     cut_reason=reason,
                 )
             )
+        i = j
     if dropped:
-        logger.info("%s: %d word runs shorter than %.1f s dropped", source.source_id, dropped, cfg.min_clip_s)
-    return clips
+        n_words = sum(len(d.words) for d in dropped)
+        reasons = sorted({d.reason for d in dropped})
+        logger.info(
+            "%s: %d spans dropped (%d of %d words; %s)", source.source_id, len(dropped), n_words, len(words),
+            ", ".join(reasons),
+        )
+    dropped.sort(key=lambda d: (d.start_ms, d.end_ms))
+    return Segmentation(tuple(clips), tuple(dropped))
+
+
+def segment_clips(
+    source: Source,
+    words: Sequence[Word],
+    shots: ShotList | None,
+    cfg: SegmentationConfig,
+    *,
+    vocal_duration_ms: int | None = None,
+) -> list[Clip]:
+    """The clips of :func:`segment_source` (dropped spans only logged)."""
+    return list(segment_source(source, words, shots, cfg, vocal_duration_ms=vocal_duration_ms).clips)

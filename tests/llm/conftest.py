@@ -7,6 +7,9 @@ ground truth (``dialogue_5shots.rttm`` with the on-screen flags of ``dialogue_5s
 narrator for the Mandarin clip), so speaker corrections are checked against real speakers. The audio-visual
 diarization stages are not run here (they would take minutes): the rows are those
 :func:`cinedub.stages.package.clip_rows` writes for a source with known turns.
+
+``llm_clips`` lists the clips the segmentation made for the fixture, so that tests derive clip counts and pick
+clips from what was actually built instead of hard-coding the output of one version of the segmentation.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def _truth_turns(media_dir: Path, source_id: str):
     return turns
 
 
-def _build_source(cfg, media: Path, work: Path, out: Path, turns_for) -> None:
+def _build_source(cfg, media: Path, work: Path, out: Path, turns_for) -> list[dict]:
+    """Build and write the shards of one source; returns its clips as ``{clip_id, source_id, index, language,
+    text}`` dicts in clip order."""
     from cinedub.ops.segment import segment_clips
     from cinedub.ops.words_to_speakers import assign_word_speakers
     from cinedub.shards import write_source_shards
@@ -62,6 +67,8 @@ def _build_source(cfg, media: Path, work: Path, out: Path, turns_for) -> None:
                      models=[{"stage": "asr", "name": cfg.asr.model, "version": AsrStage.version}],
                      include_accompaniment=False)
     write_source_shards(rows, out, source.source_id, cfg.shards)
+    return [{"clip_id": c.clip_id, "source_id": source.source_id, "index": c.index, "language": transcript.language,
+             "text": c.text} for c in clips]
 
 
 @pytest.fixture(scope="session")
@@ -73,16 +80,26 @@ def llm_out(cfg, media_dir: Path, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("llm-out")
     out = root / "out"
-    _build_source(cfg, media_dir / "dialogue_5shots/dialogue_5shots.mp4", root / "work-en", out,
-                  lambda source, tr: _truth_turns(media_dir, source.source_id))
+    clips = _build_source(cfg, media_dir / "dialogue_5shots/dialogue_5shots.mp4", root / "work-en", out,
+                          lambda source, tr: _truth_turns(media_dir, source.source_id))
 
     def narrator(source, transcript):
         segs = transcript.segments
         return [Turn(s.start_ms, s.end_ms, f"{source.source_id}-N1", on_screen=False) for s in segs]
 
-    _build_source(cfg, media_dir / "zh_narration/10.mp4", root / "work-zh", out, narrator)
+    clips += _build_source(cfg, media_dir / "zh_narration/10.mp4", root / "work-zh", out, narrator)
     build_manifest(out)
+    (root / "clips.json").write_text(json.dumps(clips, ensure_ascii=False), encoding="utf-8")  # beside out/, not in it
     return out
+
+
+@pytest.fixture(scope="session")
+def llm_clips(llm_out: Path) -> list[dict]:
+    """The clips segmented for :func:`llm_out`, English source first, each ``{clip_id, source_id, index, language,
+    text}``. Both sources give clips (a fixture without them would make the count-derived checks vacuous)."""
+    clips = json.loads((llm_out.parent / "clips.json").read_text(encoding="utf-8"))
+    assert {c["language"] for c in clips} == {"en", "zh"}, clips
+    return clips
 
 
 @pytest.fixture

@@ -91,7 +91,8 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_review_suspend_screenshot_resume_new_version(out_copy, fake_llm, prefect_server, review_deployment, tmp_path):
+def test_review_suspend_screenshot_resume_new_version(out_copy, llm_clips, fake_llm, prefect_server, review_deployment,
+                                                     tmp_path):
     import httpx
     from prefect.blocks.system import Secret
     from prefect.flow_runs import resume_flow_run
@@ -99,8 +100,11 @@ def test_review_suspend_screenshot_resume_new_version(out_copy, fake_llm, prefec
 
     rows0 = {r["clip_id"]: r for r in read_rows(out_copy, columns=LIGHT_COLUMNS)}
     by_text = {r["text"][:12]: r for r in rows0.values()}
-    approve, auto, reject, edit = (by_text[k] for k in ("My biggest w", "for my secon", "In addition ", "Everyone her"))
+    approve, reject, edit = (by_text[k] for k in ("My biggest w", "In addition ", "Everyone her"))
     zh = by_text["在古老星期中发现了有机分"]
+    # the auto-accepted clip: the first other English clip the segmentation made
+    picked = {approve["clip_id"], reject["clip_id"], edit["clip_id"]}
+    auto = rows0[next(c["clip_id"] for c in llm_clips if c["language"] == "en" and c["clip_id"] not in picked)]
     batch = [approve, auto, reject, edit, zh]
 
     def reply(body):
