@@ -172,7 +172,7 @@ def _ingest_run_name() -> str:
 def ingest_flow(spec: IngestSpec) -> dict[str, Any]:
     """Discover sources, update the ledger, recover lost runs, and submit one ``cinedub-process`` run per source
     that needs one. Returns counts (``discovered``, ``submitted``, ledger statuses) and the submitted run ids."""
-    from flows.pipeline import _ensure_result_storage
+    from flows.tasks import ensure_result_storage
 
     logger = get_run_logger()
     out = Path(spec.out_dir)
@@ -188,7 +188,7 @@ def ingest_flow(spec: IngestSpec) -> dict[str, Any]:
     from cinedub.config import Config
 
     cfg = Config.load(**spec.config)
-    storage = _ensure_result_storage(Path(cfg.work_dir) if cfg.work_dir else out / ".work")
+    storage = ensure_result_storage(Path(cfg.work_dir) if cfg.work_dir else out / ".work")
     submitted: dict[str, str] = {}
     for e in ledger.entries():
         if spec.max_new is not None and len(submitted) >= spec.max_new:
@@ -242,9 +242,9 @@ def _failure_reason(state: Any) -> str:
     if "exception" in reason.lower():  # an unexpected error: name it as the child raised it
         exc = state_exception(state)
         if exc is not None:
-            from flows.pipeline import _reason
+            from flows.tasks import failure_reason
 
-            reason = _reason(exc)
+            reason = failure_reason(exc)
     return reason
 
 
