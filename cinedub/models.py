@@ -71,6 +71,14 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
             optional=True,
         ),
         ModelSpec(
+            "syncnet",
+            "active_speaker",
+            "syncnet",
+            ("syncnet_v2.model",),
+            "joonson/syncnet_python download_model.sh: data/syncnet_v2.model (vetoes speaking runs out of sync)",
+            optional=True,
+        ),
+        ModelSpec(
             "scrfd",
             "faces",
             "scrfd-500m",

@@ -248,7 +248,7 @@ def run_models(cfg: Config) -> list[dict[str, str]]:
         models.append({"stage": "diarization", "name": f"{cfg.diarization.method}", "version": DiarizationStage.version})
     if cfg.run_visual:
         models.append({"stage": "faces", "name": f"{cfg.vision.detector}+mediapipe-facemesh", "version": FacesStage.version})
-        models.append({"stage": "asd", "name": f"light-asd:{cfg.vision.asd_model}", "version": AsdStage.version})
+        models.append({"stage": "asd", "name": AsdStage(cfg).model_name, "version": AsdStage.version})
     return models
 
 

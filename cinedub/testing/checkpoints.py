@@ -72,3 +72,24 @@ def build_random_demucs_repo(
     torch.save(package, dest / f"{sig}.th")
     (dest / f"{name}.yaml").write_text(yaml.safe_dump({"models": [sig]}), encoding="utf-8")
     return dest
+
+
+def build_random_syncnet(path: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight SyncNet state_dict in ``syncnet_v2.model``'s layout (joonson/syncnet_python), for
+    tests: it proves the loading path, not quality.
+
+    Args:
+        path: the file to write (parents are created), e.g. ``<models_dir>/syncnet/syncnet_v2.model``.
+        seed: torch seed for the random weights (same seed, same checkpoint).
+    """
+    import torch
+
+    from cinedub.vision.syncnet import SyncNetS
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SyncNetS()
+    torch.save(net.state_dict(), path)
+    return path

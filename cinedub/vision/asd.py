@@ -12,6 +12,7 @@ Known limit: the released weights are not sensitive to audio-visual synchrony. W
 scores "speaking" whenever someone speaks (measured: the same face scores as high with audio from another shot),
 so an off-screen speaker over a visibly talking face is attributed to that face; the TalkSet weights score every
 frame of every track on dialogue_5shots speaking. ``scripts/asd_sync_probe.py`` measures the offset tests tried.
+The remedy is :func:`sync_veto`: when SyncNet weights are configured, speaking runs out of sync are vetoed.
 
 Sources at other rates are resampled to 25 fps by taking the source frame nearest to each 40 ms step, and each
 source frame gets the score of its nearest 25 fps step. Tracks shorter than ``asd_min_track_ms`` or without audio
@@ -37,6 +38,8 @@ from cinedub.vision.config import VisionConfig
 from cinedub.vision.landmarks import decode_image
 from cinedub.vision.light_asd import CROP_PX, MFCC_HZ, VIDEO_FPS, LightASD, mfcc
 from cinedub.vision.records import AsdScore, AsdTrack, FaceTrack, TurnSpeaker
+from cinedub.vision.syncnet import CROP_PX as SYNC_CROP_PX
+from cinedub.vision.syncnet import WINDOW_FRAMES, SyncNetS, av_sync
 
 STEP_MS = 1000 / VIDEO_FPS  # 40 ms per Light-ASD frame
 # audio past the last 40 ms step so that the MFCC framing (25 ms windows every 10 ms) yields exactly 4 per step
@@ -50,20 +53,40 @@ SCORES_SCHEMA = pa.schema(
         ("score", pa.float32()),
         ("logodds", pa.float32()),
         ("speaking", pa.bool_()),
+        ("in_sync", pa.bool_()),
     ]
 )
 
 
 @dataclass(frozen=True)
+class SyncCheck:
+    """SyncNet's verdict on one speaking run of a track (source timeline, ms) and whether it vetoed the run."""
+
+    start_ms: int
+    end_ms: int
+    offset_frames: int
+    confidence: float
+    vetoed: bool
+
+
+@dataclass(frozen=True)
 class TrackScores:
-    """Per source frame scores of one track: ``frame_index``, ``pts_ms`` ``(n,)`` int, ``score`` (probability)
-    and ``logodds`` ``(n,)`` float32."""
+    """Per source frame scores of one track: ``frame_index``, ``pts_ms`` ``(n,)`` int, ``score`` (Light-ASD
+    probability) and ``logodds`` ``(n,)`` float32; ``in_sync`` ``(n,)`` bool is False on frames of a speaking run
+    that the SyncNet check vetoed (True where no check ran); ``sync`` lists the checks."""
 
     track_id: str
     frame_index: np.ndarray
     pts_ms: np.ndarray
     score: np.ndarray
     logodds: np.ndarray
+    in_sync: np.ndarray | None = None
+    sync: tuple[SyncCheck, ...] = ()
+
+    def speaking(self, threshold: float) -> np.ndarray:
+        """``(n,)`` bool: scored at least ``threshold`` by Light-ASD and not vetoed by the sync check."""
+        mask = self.score >= threshold
+        return mask if self.in_sync is None else mask & self.in_sync
 
 
 def asd_face(face_crop: np.ndarray) -> np.ndarray:
@@ -138,8 +161,16 @@ def score_track(
     fps: Fraction,
     vcfg: VisionConfig,
     device: str = "cpu",
+    sync_net: SyncNetS | None = None,
+    sync_crops: Sequence[np.ndarray] | None = None,
 ) -> tuple[AsdTrack, TrackScores | None]:
     """Score one track's frames (``face_crops`` BGR or grey, in frame order) against the audio.
+
+    With ``sync_net``, every run of speaking 25 fps steps of at least ``vcfg.sync_min_run_ms`` is checked with
+    SyncNet (:func:`cinedub.vision.syncnet.av_sync`); a run whose confidence is under
+    ``vcfg.sync_min_confidence`` or whose offset exceeds ``vcfg.sync_max_offset_frames`` is vetoed: its frames
+    get ``in_sync = False`` and are not speaking, whatever Light-ASD scored. ``sync_crops`` are the BGR crops
+    SyncNet sees (default ``face_crops``).
 
     Returns:
         The track's status and, when scored, its per-frame scores.
@@ -170,12 +201,66 @@ def score_track(
     k = np.clip(np.round((pts - pts[0]) / STEP_MS).astype(int), 0, n_steps - 1)
     logodds = lo[k].astype(np.float32)
     score = (1 / (1 + np.exp(-logodds))).astype(np.float32)
-    speaking = score >= vcfg.asd_threshold
+    step_ok, checks = np.ones(n_steps, bool), ()
+    if sync_net is not None:
+        crops_25 = [(sync_crops if sync_crops is not None else face_crops)[i] for i in nearest]
+        step_ok, checks = sync_veto(sync_net, lo, crops_25, feats, t0, vcfg, device=device)
+    scores = TrackScores(track_id, np.asarray(frame_index, np.int64), pts, score, logodds,
+                         in_sync=step_ok[k] if sync_net is not None else None, sync=checks)
+    speaking = scores.speaking(vcfg.asd_threshold)
     status = AsdTrack(
         track_id, "scored", n_scored=len(pts), mean_score=round(float(score.mean()), 4),
         speaking_fraction=round(float(speaking.mean()), 4),
+        sync_vetoed_fraction=round(float(1 - scores.in_sync.mean()), 4) if scores.in_sync is not None else None,
     )
-    return status, TrackScores(track_id, np.asarray(frame_index, np.int64), pts, score, logodds)
+    return status, scores
+
+
+def speaking_runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """``[start, end)`` index runs of True in ``mask`` (1-D bool) at least ``min_len`` long."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_len]
+
+
+def sync_veto(
+    net: SyncNetS,
+    logodds: np.ndarray,
+    crops: Sequence[np.ndarray],
+    feats: np.ndarray,
+    t0_ms: int,
+    vcfg: VisionConfig,
+    *,
+    device: str = "cpu",
+) -> tuple[np.ndarray, tuple[SyncCheck, ...]]:
+    """Check each speaking run of 25 fps steps with SyncNet.
+
+    Args:
+        logodds: ``(T,)`` Light-ASD log-odds per 40 ms step; crops: ``T`` BGR face crops (any square size,
+            resized to 224); feats: ``(4T, 13)`` MFCC of the same span; t0_ms: time of step 0 (source ms).
+
+    Returns:
+        ``(T,)`` bool, False on the steps of vetoed runs, and one :class:`SyncCheck` per run checked.
+    """
+    cut = float(np.log(vcfg.asd_threshold / (1 - vcfg.asd_threshold)))
+    ok = np.ones(len(logodds), bool)
+    checks = []
+    for a, b in speaking_runs(logodds >= cut, max(WINDOW_FRAMES + 2, int(vcfg.sync_min_run_ms // STEP_MS))):
+        faces = np.stack([_bgr224(crops[i]) for i in range(a, b)])
+        res = av_sync(net, faces, feats[4 * a : 4 * b], vshift=vcfg.sync_vshift, device=device)
+        if res is None:
+            continue
+        vetoed = res.confidence < vcfg.sync_min_confidence or abs(res.offset_frames) > vcfg.sync_max_offset_frames
+        if vetoed:
+            ok[a:b] = False
+        checks.append(SyncCheck(int(t0_ms + a * STEP_MS), int(t0_ms + b * STEP_MS), res.offset_frames,
+                                round(res.confidence, 3), vetoed))
+    return ok, tuple(checks)
+
+
+def _bgr224(crop: np.ndarray) -> np.ndarray:
+    img = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) if crop.ndim == 2 else crop
+    return img if img.shape[:2] == (SYNC_CROP_PX, SYNC_CROP_PX) else cv2.resize(img, (SYNC_CROP_PX, SYNC_CROP_PX))
 
 
 def score_tracks(
@@ -187,8 +272,10 @@ def score_tracks(
     fps: Fraction,
     vcfg: VisionConfig,
     device: str = "cpu",
+    sync_net: SyncNetS | None = None,
 ) -> tuple[list[AsdTrack], list[TrackScores]]:
-    """Score every track of a faces Parquet file (crops decoded one track at a time)."""
+    """Score every track of a faces Parquet file (crops decoded one track at a time); ``sync_net`` as in
+    :func:`score_track`."""
     statuses, scores = [], []
     cols = ["track_id", "frame_index", "pts_ms", "face_crop"]
     for tr in tracks:
@@ -204,10 +291,13 @@ def score_tracks(
         if not ok:
             statuses.append(AsdTrack(tr.track_id, "no_face"))
             continue
+        # SyncNet sees colour; Light-ASD keeps its own grey decode (a BGR->grey conversion differs slightly)
+        colour = [decode_image(b) for b in table.column("face_crop").to_pylist()] if sync_net is not None else None
         fidx = np.asarray(table.column("frame_index").to_pylist())[ok]
         pts = np.asarray(table.column("pts_ms").to_pylist())[ok]
         st, sc = score_track(
-            net, tr.track_id, fidx, pts, [crops[i] for i in ok], audio_path, fps=fps, vcfg=vcfg, device=device
+            net, tr.track_id, fidx, pts, [crops[i] for i in ok], audio_path, fps=fps, vcfg=vcfg, device=device,
+            sync_net=sync_net, sync_crops=[colour[i] for i in ok] if colour is not None else None,
         )
         statuses.append(st)
         if sc is not None:
@@ -224,7 +314,8 @@ def scores_table(scores: Sequence[TrackScores], threshold: float) -> pa.Table:
         cols["pts_ms"] += s.pts_ms.tolist()
         cols["score"] += s.score.tolist()
         cols["logodds"] += s.logodds.tolist()
-        cols["speaking"] += (s.score >= threshold).tolist()
+        cols["speaking"] += s.speaking(threshold).tolist()
+        cols["in_sync"] += (s.in_sync if s.in_sync is not None else np.ones(len(s.score), bool)).tolist()
     return pa.table(cols, schema=SCORES_SCHEMA)
 
 
@@ -267,7 +358,7 @@ def assign_turns(
             inside = (sc.pts_ms >= s_ms) & (sc.pts_ms < e_ms)
             if not inside.any():
                 continue
-            n_speak = int((sc.score[inside] >= threshold).sum())
+            n_speak = int(sc.speaking(threshold)[inside].sum())
             cand = (n_speak, float(sc.score[inside].mean()), t.track_id)
             if best is None or cand[:2] > best[:2]:
                 best = cand

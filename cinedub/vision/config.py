@@ -55,6 +55,15 @@ class VisionConfig(BaseModel):
         asd_min_track_ms: tracks shorter than this are not scored (status "too_short").
         turn_min_speaking_fraction: a face track is a turn's speaker when at least this fraction of the turn's
             frames are covered by it and scored speaking; otherwise the turn has no on-screen speaker.
+        sync_check: SyncNet veto of speaking runs (:mod:`cinedub.vision.syncnet`): "auto" runs it when
+            ``<models_dir>/<sync_dir_name>/<sync_model>`` exists, "on" requires it, "off" never runs it.
+        sync_min_confidence: a run is vetoed when SyncNet's confidence (median - min distance, "LSE-C") is
+            below this. 3.0 sits between synced talking heads (about 6-8 in Wav2Lip's tables) and unsynced
+            pairs (about 0-2); not measured here (no SyncNet weights on the development machines).
+        sync_max_offset_frames: a run is vetoed when its best audio offset is further than this (25 fps frames;
+            7 = 280 ms, beyond any broadcast lip-sync tolerance, ITU-R BT.1359).
+        sync_min_run_ms: speaking runs shorter than this are not checked (too few windows to judge).
+        sync_vshift: largest offset searched, in frames (SyncNet's reference: 15).
     """
 
     detector: Literal["scrfd", "mediapipe"] = "scrfd"
@@ -86,6 +95,13 @@ class VisionConfig(BaseModel):
     asd_smooth_frames: int = Field(5, ge=1)
     asd_min_track_ms: int = Field(400, ge=40)
     turn_min_speaking_fraction: float = Field(0.5, gt=0, le=1)
+    sync_check: Literal["auto", "on", "off"] = "auto"
+    sync_dir_name: str = "syncnet"
+    sync_model: str = "syncnet_v2.model"
+    sync_min_confidence: float = Field(3.0, ge=0)
+    sync_max_offset_frames: int = Field(7, ge=0)
+    sync_min_run_ms: int = Field(1000, ge=280)
+    sync_vshift: int = Field(15, ge=1, le=50)
 
     @model_validator(mode="after")
     def _check(self) -> "VisionConfig":

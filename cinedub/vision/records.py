@@ -157,6 +157,7 @@ class AsdTrack(Record):
         status: "scored", or why not: "too_short" (under ``asd_min_track_ms``), "no_face" (no decodable crop),
             "no_audio" (the track lies outside the audio).
         n_scored: source frames with a score; mean_score: their mean; speaking_fraction: share speaking.
+        sync_vetoed_fraction: share of the frames in speaking runs that the SyncNet check vetoed (None: no check).
     """
 
     track_id: str
@@ -164,6 +165,7 @@ class AsdTrack(Record):
     n_scored: int = 0
     mean_score: float | None = None
     speaking_fraction: float | None = None
+    sync_vetoed_fraction: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ import pytest
 
 from cinedub.media import extract_audio, load_audio
 from cinedub.types import Turn
-from cinedub.vision.asd import assign_turns, score_tracks
+from cinedub.testing import build_random_syncnet
+from cinedub.vision.asd import assign_turns, score_tracks, speaking_runs
+from cinedub.vision.config import VisionConfig
+from cinedub.vision.syncnet import load_syncnet
 from cinedub.vision.extract import extract_faces
 from cinedub.vision.landmarks import decode_image
 
@@ -43,7 +46,7 @@ def d5(media_dir, vcfg, detector, asd_net, tmp_path_factory, shot_tools):
     # frames held: 10 (gap) + 6 (half smoothing window) + one detector batch + a few; never a whole shot
     assert stats.max_buffered_frames <= 10 + 6 + vcfg.det_batch_size + 4
     return dict(truth=truth, shots=shots, turns=turns, faces=faces, statuses=statuses, scores=scores, rows=rows,
-                samples=samples, sr=sr)
+                samples=samples, sr=sr, audio=audio)
 
 
 def _speech_frames(d5, shot: int, audible_only: bool) -> list[tuple[int, int]]:
@@ -85,9 +88,9 @@ def _speaking(d5, shot: int, audible_only: bool) -> tuple[float, int]:
     a, b = (x * 1000 for x in d5["truth"]["shots_s"][shot])
     by_frame: dict[int, bool] = {}
     for s in d5["scores"]:
-        for f, p, sc in zip(s.frame_index, s.pts_ms, s.score):
+        for f, p, sp in zip(s.frame_index, s.pts_ms, s.speaking(0.5)):
             if a <= p < b:
-                by_frame[int(f)] = by_frame.get(int(f), False) or bool(sc >= 0.5)
+                by_frame[int(f)] = by_frame.get(int(f), False) or bool(sp)
     frames = _speech_frames(d5, shot, audible_only)
     return float(np.mean([by_frame.get(f, False) for f, _ in frames])), len(frames)
 
@@ -141,3 +144,58 @@ def test_rows_timestamps_crops_and_lips(d5, vcfg):
         assert lips.shape == (40, 2)
         assert (lips[:, 0] >= x1).all() and (lips[:, 0] <= x2).all()
         assert (lips[:, 1] >= (y1 + y2) / 2).all() and (lips[:, 1] <= y2).all()  # lower half of the face box
+
+
+def test_sync_veto_on_real_footage(d5, asd_net, tmp_path):
+    """Shot 1 of dialogue_5shots (KH speaks to camera), scored with a random SyncNet: thresholds nothing can fail
+    leave Light-ASD's decision alone; thresholds nothing can pass veto every speaking run and the turn goes
+    off-screen. Which runs a real checkpoint vetoes is not testable without its weights."""
+    faces, audio, turns = d5["faces"], d5["audio"], d5["turns"]
+    tracks = [t for t in faces.tracks if t.shot_index == 0]
+    assert len(tracks) == 1
+    net = load_syncnet(build_random_syncnet(tmp_path / "syncnet_v2.model"))
+    lenient = VisionConfig(det_size=320, sync_min_confidence=0.0, sync_max_offset_frames=15)
+    strict = VisionConfig(det_size=320, sync_min_confidence=1e9)
+    plain_st, plain = score_tracks(asd_net, faces.frames_path, tracks, audio, fps=Fraction(25), vcfg=lenient)
+    st_l, sc_l = score_tracks(asd_net, faces.frames_path, tracks, audio, fps=Fraction(25), vcfg=lenient,
+                              sync_net=net)
+    st_s, sc_s = score_tracks(asd_net, faces.frames_path, tracks, audio, fps=Fraction(25), vcfg=strict,
+                              sync_net=net)
+    assert plain[0].in_sync is None and plain_st[0].sync_vetoed_fraction is None
+    # lenient: the same frames speak, every check is recorded and none vetoed
+    assert sc_l[0].sync and not any(c.vetoed for c in sc_l[0].sync)
+    np.testing.assert_array_equal(sc_l[0].speaking(0.5), plain[0].speaking(0.5))
+    for c in sc_l[0].sync:
+        assert c.end_ms - c.start_ms >= lenient.sync_min_run_ms and abs(c.offset_frames) <= lenient.sync_vshift
+    # strict: every checked run is vetoed; its frames keep their Light-ASD score but do not speak
+    assert sc_s[0].sync and all(c.vetoed for c in sc_s[0].sync)
+    for c in sc_s[0].sync:
+        inside = (sc_s[0].pts_ms >= c.start_ms) & (sc_s[0].pts_ms < c.end_ms)
+        assert not sc_s[0].speaking(0.5)[inside].any()
+        np.testing.assert_array_equal(sc_s[0].score[inside], plain[0].score[inside])
+    # what still speaks lies in runs too short to check (under sync_min_run_ms = 25 frames at 25 fps)
+    assert all(b - a < 25 for a, b in speaking_runs(sc_s[0].speaking(0.5), 1))
+    assert st_s[0].speaking_fraction < plain_st[0].speaking_fraction / 4
+    assert st_s[0].sync_vetoed_fraction > 0.5
+    kw = dict(fps=Fraction(25), threshold=0.5, min_speaking_fraction=0.5)
+    long_turns = [t for t in turns if t.end_ms <= tracks[0].end_ms and t.end_ms - t.start_ms >= 2000]
+    assert long_turns
+    assert all(s.on_screen for s in assign_turns(long_turns, tracks, plain_st, plain, **kw))
+    assert all(s.on_screen is False and s.reason == "not_speaking"
+               for s in assign_turns(long_turns, tracks, st_s, sc_s, **kw))
+
+
+def test_offscreen_speaker_with_real_syncnet(d5, asd_net, models_dir, vcfg):
+    """Issue 3's shot-5 requirement through the SyncNet veto; runs only where real ``syncnet_v2.model`` weights are
+    in the model directory (none on the development and CI machines)."""
+    path = models_dir / vcfg.sync_dir_name / vcfg.sync_model
+    if not path.is_file():
+        pytest.skip(f"no real SyncNet weights at {path}")
+    statuses, scores = score_tracks(asd_net, d5["faces"].frames_path, d5["faces"].tracks, d5["audio"], fps=FPS,
+                                    vcfg=vcfg, sync_net=load_syncnet(path))
+    synced = dict(d5, statuses=statuses, scores=scores)
+    for shot in range(4):
+        assert _speaking(synced, shot, audible_only=True)[0] >= 0.90, shot
+    rate, n = _speaking(synced, 4, audible_only=True)
+    print(f"shot 5 with SyncNet: the woman scored speaking in {rate:.1%} of {n} audible speech frames")
+    assert 1 - rate >= 0.90
