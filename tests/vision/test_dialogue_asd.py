@@ -185,12 +185,13 @@ def test_sync_veto_on_real_footage(d5, asd_net, tmp_path):
                for s in assign_turns(long_turns, tracks, st_s, sc_s, **kw))
 
 
-def test_offscreen_speaker_with_real_syncnet(d5, asd_net, models_dir, vcfg):
+def test_offscreen_speaker_with_real_syncnet(request, asd_net, models_dir, vcfg):
     """Issue 3's shot-5 requirement through the SyncNet veto; runs only where real ``syncnet_v2.model`` weights are
     in the model directory (none on the development and CI machines)."""
     path = models_dir / vcfg.sync_dir_name / vcfg.sync_model
     if not path.is_file():
         pytest.skip(f"no real SyncNet weights at {path}")
+    d5 = request.getfixturevalue("d5")  # only now: building it costs about 20 s
     statuses, scores = score_tracks(asd_net, d5["faces"].frames_path, d5["faces"].tracks, d5["audio"], fps=FPS,
                                     vcfg=vcfg, sync_net=load_syncnet(path))
     synced = dict(d5, statuses=statuses, scores=scores)
