@@ -7,6 +7,7 @@ source file). Frame rates are exact :class:`fractions.Fraction` values, as in Py
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 
 # Rates that containers often store rounded; snapped to the exact NTSC fraction (PySceneDetect's
@@ -63,3 +64,25 @@ def sample_to_ms(sample: int, sample_rate_hz: int) -> int:
 def seconds_to_ms(seconds: float) -> int:
     """Seconds (as most libraries report them) to integer ms, rounded to the nearest ms."""
     return int(round(seconds * 1000))
+
+
+def merge_spans(
+    spans_ms: Iterable[tuple[int, int]], *, pad_ms: int = 0, gap_ms: int = 0, end_ms: int | None = None
+) -> list[tuple[int, int]]:
+    """Union of ``[start_ms, end_ms)`` spans as sorted, disjoint spans.
+
+    Each span is first widened by ``pad_ms`` on both sides and clipped to ``[0, end_ms]`` (``end_ms`` None: no
+    upper bound); empty spans are dropped; spans closer than ``gap_ms`` to the previous one join it.
+    """
+    out: list[list[int]] = []
+    for s, e in sorted((int(s) - pad_ms, int(e) + pad_ms) for s, e in spans_ms):
+        s = max(0, s)
+        if end_ms is not None:
+            e = min(e, end_ms)
+        if e <= s:
+            continue
+        if out and s <= out[-1][1] + gap_ms:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]

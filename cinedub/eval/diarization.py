@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cinedub.diarization.rttm import read_rttm
+from cinedub.timebase import merge_spans
 from cinedub.types import Turn
 
 if TYPE_CHECKING:
@@ -175,17 +176,6 @@ class OverlapScores:
     @property
     def precision(self) -> float:
         return self.hit_s / self.detected_s if self.detected_s else 0.0
-
-
-def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Union of ``(start_ms, end_ms)`` spans as sorted disjoint spans."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(s for s in spans if s[1] > s[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def overlap_spans(turns: Sequence[Turn]) -> list[tuple[int, int]]:

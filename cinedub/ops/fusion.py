@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from cinedub.diarization.records import DiarizationResult, OverlapRegion
+from cinedub.timebase import merge_spans
 from cinedub.types import Turn
 from cinedub.vision.records import FaceTrack, TurnSpeaker
 
@@ -156,15 +157,9 @@ def fuse(
 def speech_spans(transcript, diar: DiarizationResult | None) -> list[tuple[int, int]]:
     """Merged ``(start_ms, end_ms)`` spans where someone speaks: diarization turns and ASR words together
     (faces are only decoded there)."""
-    spans = sorted([(w.start_ms, w.end_ms) for w in transcript.words] +
-                   ([(t.start_ms, t.end_ms) for t in diar.turns] if diar is not None else []))
-    merged: list[tuple[int, int]] = []
-    for s, e in spans:
-        if merged and s <= merged[-1][1] + 500:  # a short pause keeps one span: fewer seeks, tracks not cut
-            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-        else:
-            merged.append((s, e))
-    return merged
+    spans = [(w.start_ms, w.end_ms) for w in transcript.words]
+    spans += [(t.start_ms, t.end_ms) for t in diar.turns] if diar is not None else []
+    return merge_spans(spans, gap_ms=500)  # a short pause keeps one span: fewer seeks, tracks not cut
 
 
 def scene_type_candidates(turns: Sequence[Turn]) -> list[str]:

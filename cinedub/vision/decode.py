@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from cinedub.errors import MediaError
-from cinedub.timebase import parse_fps
+from cinedub.timebase import merge_spans, parse_fps
 
 # Gaps between spans shorter than this are decoded through rather than sought over (a seek lands on the
 # previous keyframe and decodes forward anyway).
@@ -56,24 +56,6 @@ class VideoInfo:
     width: int
     height: int
     rotation_deg: int
-
-
-def merge_spans(
-    spans_ms: Sequence[tuple[int, int]], *, pad_ms: int = 0, end_ms: int | None = None
-) -> list[tuple[int, int]]:
-    """Sort, pad and merge ``[start_ms, end_ms)`` spans; clip to ``[0, end_ms]`` when ``end_ms`` is given."""
-    out: list[list[int]] = []
-    for s, e in sorted((int(s) - pad_ms, int(e) + pad_ms) for s, e in spans_ms):
-        s = max(0, s)
-        if end_ms is not None:
-            e = min(e, end_ms)
-        if e <= s:
-            continue
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
 
 
 def video_info(path: str | Path) -> VideoInfo:

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from cinedub.types import ShotList
 from cinedub.vision.config import VisionConfig
-from cinedub.vision.decode import DecodedFrame, iter_frames, merge_spans, video_info
+from cinedub.timebase import merge_spans
+from cinedub.vision.decode import DecodedFrame, iter_frames, video_info
 from cinedub.vision.detect import FaceDetector
 from cinedub.vision.landmarks import (
     LipLandmarker,

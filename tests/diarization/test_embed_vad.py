@@ -11,7 +11,8 @@ from cinedub.diarization.embed import GE2EEncoder, load_ge2e, mel_filterbank, wa
 from cinedub.diarization.offline import make_windows, torch_threads
 from cinedub.diarization.vad import speech_regions
 from cinedub.errors import ModelNotFoundError
-from cinedub.eval.diarization import intersection_ms, merge_spans
+from cinedub.eval.diarization import intersection_ms
+from cinedub.timebase import merge_spans
 
 
 def test_mel_filterbank_matches_torchaudio_slaney():

@@ -6,7 +6,6 @@ Random weights prove the loading path and the conversion, not quality (the real 
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
