@@ -6,6 +6,9 @@ once and process many sources, so ``RTF`` uses processing time only; ``load s`` 
 
     .venv/bin/python scripts/benchmark.py --models-dir ../shared/models            # default footage
     .venv/bin/python scripts/benchmark.py --separation demucs-random                # include a random-weight demucs
+    .venv/bin/python scripts/benchmark.py --syncnet-random      # time ASD with the SyncNet check (random weights)
+
+Random weights cost the same compute as real ones, so their rows are real timings (not quality).
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ def main() -> int:
     p.add_argument("--models-dir", default=None, help="model folder (default <shared>/models)")
     p.add_argument("--separation", choices=["none", "demucs", "demucs-random"], default="none",
                    help="demucs-random builds a small random-weight demucs to time the stage's plumbing")
+    p.add_argument("--syncnet-random", action="store_true",
+                   help="put a random-weight syncnet_v2.model in the model folder: the ASD row then includes the "
+                        "SyncNet check of every speaking run")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--_stage"), p.add_argument("--_cfg"), p.add_argument("--_src"), p.add_argument("--_work")
@@ -151,16 +157,20 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cinedub-bench-"))
     models_dir = Path(args.models_dir or shared / "models")
     sep: dict = {"method": "none"}
-    if args.separation == "demucs-random":
-        from cinedub.testing.checkpoints import build_random_demucs_repo
+    if args.separation == "demucs-random" or args.syncnet_random:
+        from cinedub.testing.checkpoints import build_random_demucs_repo, build_random_syncnet
 
         rand_models = tmp / "models"
         rand_models.mkdir()
         for child in models_dir.iterdir():
             (rand_models / child.name).symlink_to(child.resolve())
-        build_random_demucs_repo(rand_models / "demucs")
-        models_dir, sep = rand_models, {"method": "demucs"}
-    elif args.separation == "demucs":
+        if args.separation == "demucs-random":
+            build_random_demucs_repo(rand_models / "demucs")
+            sep = {"method": "demucs"}
+        if args.syncnet_random:
+            build_random_syncnet(rand_models / "syncnet" / "syncnet_v2.model")
+        models_dir = rand_models
+    if args.separation == "demucs":
         sep = {"method": "demucs"}
     cfg = Config.load(models_dir=models_dir, device=args.device, separation=sep)
     cfg_json = cfg.model_dump_json()
