@@ -106,6 +106,12 @@ def absorb_small_clusters(embeddings: np.ndarray, labels: np.ndarray, min_size: 
     return out
 
 
+def _speaker_bounds(n: int, min_speakers: int, max_speakers: int) -> tuple[int, int]:
+    """``(min, max)`` speaker counts possible with ``n`` windows: max in ``1..n``, min at most max."""
+    max_speakers = max(1, min(max_speakers, n))
+    return min(min_speakers, max_speakers), max_speakers
+
+
 def ahc_cluster(
     embeddings: np.ndarray, min_speakers: int = 1, max_speakers: int = 8, cfg: ClusterConfig | None = None
 ) -> Clustering:
@@ -124,8 +130,7 @@ def ahc_cluster(
     n = len(embeddings)
     if n <= 1:
         return _result(embeddings, np.zeros(n, dtype=int), "single")
-    max_speakers = max(1, min(max_speakers, n))
-    min_speakers = min(min_speakers, max_speakers)
+    min_speakers, max_speakers = _speaker_bounds(n, min_speakers, max_speakers)
     z = _linkage(embeddings)
     labels = fcluster(z, t=cfg.ahc_threshold, criterion="distance") - 1
     labels = absorb_small_clusters(embeddings, labels, cfg.min_cluster_windows, min_speakers)
@@ -180,8 +185,7 @@ def spectral_cluster(
     n = len(embeddings)
     if n <= 1:
         return _result(embeddings, np.zeros(n, dtype=int), "single")
-    max_speakers = max(1, min(max_speakers, n))
-    min_speakers = min(min_speakers, max_speakers)
+    min_speakers, max_speakers = _speaker_bounds(n, min_speakers, max_speakers)
     if max_speakers == 1 or (min_speakers == 1 and _linkage(embeddings)[-1, 2] < cfg.ahc_threshold):
         return _result(embeddings, np.zeros(n, dtype=int), "single")
     affinity = np.clip(embeddings @ embeddings.T, 0.0, 1.0).astype(np.float64)
