@@ -54,6 +54,8 @@ SCORES_SCHEMA = pa.schema(
         ("logodds", pa.float32()),
         ("speaking", pa.bool_()),
         ("in_sync", pa.bool_()),
+        ("sync_confidence", pa.float32()),  # SyncNet confidence of the checked run holding the frame, else null
+        ("sync_offset_frames", pa.int16()),
     ]
 )
 
@@ -316,6 +318,13 @@ def scores_table(scores: Sequence[TrackScores], threshold: float) -> pa.Table:
         cols["logodds"] += s.logodds.tolist()
         cols["speaking"] += s.speaking(threshold).tolist()
         cols["in_sync"] += (s.in_sync if s.in_sync is not None else np.ones(len(s.score), bool)).tolist()
+        conf: list[float | None] = [None] * len(s.pts_ms)
+        offset: list[int | None] = [None] * len(s.pts_ms)
+        for c in s.sync:
+            for i in np.flatnonzero((s.pts_ms >= c.start_ms) & (s.pts_ms < c.end_ms)):
+                conf[i], offset[i] = c.confidence, c.offset_frames
+        cols["sync_confidence"] += conf
+        cols["sync_offset_frames"] += offset
     return pa.table(cols, schema=SCORES_SCHEMA)
 
 

@@ -17,7 +17,7 @@ import pytest
 from cinedub.media import extract_audio, load_audio
 from cinedub.types import Turn
 from cinedub.testing import build_random_syncnet
-from cinedub.vision.asd import assign_turns, score_tracks, speaking_runs
+from cinedub.vision.asd import assign_turns, score_tracks, scores_table, speaking_runs
 from cinedub.vision.config import VisionConfig
 from cinedub.vision.syncnet import load_syncnet
 from cinedub.vision.extract import extract_faces
@@ -177,6 +177,10 @@ def test_sync_veto_on_real_footage(d5, asd_net, tmp_path):
     assert all(b - a < 25 for a, b in speaking_runs(sc_s[0].speaking(0.5), 1))
     assert st_s[0].speaking_fraction < plain_st[0].speaking_fraction / 4
     assert st_s[0].sync_vetoed_fraction > 0.5
+    table = scores_table(sc_s, 0.5).to_pylist()  # the work file records why frames were vetoed
+    assert sum(not r["in_sync"] for r in table) == int((~sc_s[0].in_sync).sum()) > 0
+    assert all(r["sync_confidence"] is not None for r in table if not r["in_sync"])
+    assert all(r["sync_confidence"] is None for r in scores_table(plain, 0.5).to_pylist())
     kw = dict(fps=Fraction(25), threshold=0.5, min_speaking_fraction=0.5)
     long_turns = [t for t in turns if t.end_ms <= tracks[0].end_ms and t.end_ms - t.start_ms >= 2000]
     assert long_turns
