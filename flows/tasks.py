@@ -45,7 +45,7 @@ log = logging.getLogger("cinedub.flow")
 _RETRY = retry_options()  # transient failures only (network, 429/5xx, CUDA OOM): never bad input
 
 SEGMENT_VERSION = "3"  # v3: blocks of overlapping words, abbreviations, no greedy fallback (dropped spans)
-FUSION_VERSION = "1"
+FUSION_VERSION = "2"  # v2: speaker ids "<source_id>-S<nn>" (v1 wrote "<source_id>--S<nn>")
 _HASH_VERSION = "1"
 
 
@@ -137,7 +137,7 @@ def shots_task(ingest_json: str, cfg: Config, cache_key: str, output: str) -> st
 def diarization_task(ingest_json: str, tracks_json: str, cfg: Config, cache_key: str, output: str) -> str:
     source = IngestResult.from_json(ingest_json).source
     tracks = AudioTracks.from_json(tracks_json)
-    get_stage(DiarizationStage, cfg).process(tracks.vocals_16k, output, speaker_prefix=f"{source.source_id}-",
+    get_stage(DiarizationStage, cfg).process(tracks.vocals_16k, output, speaker_prefix=source.source_id,
                                              uri=source.episode)
     return output
 
@@ -173,7 +173,7 @@ def fuse_task(diar_json: str, faces_json: str, asd_json: str, source_id: str, ca
     diar = DiarizationResult.from_json(diar_json)
     faces = FaceTrackList.from_json(faces_json) if faces_json else None
     asd = AsdResult.from_json(asd_json) if asd_json else None
-    fused = fuse(diar, asd.turns if asd else None, faces.tracks if faces else (), speaker_prefix=f"{source_id}-")
+    fused = fuse(diar, asd.turns if asd else None, faces.tracks if faces else (), speaker_prefix=source_id)
     fused.to_json(output)
     write_rttm(Path(output).with_suffix(".rttm"), fused.turns, source_id)
     return output

@@ -80,7 +80,7 @@ def stage_worker(stage: str, cfg_json: str, src: str, work: str, out: str) -> di
             inst.process(Path(src), ing.source, w / "shots.json")
         elif stage == "diarization":
             inst.process(AudioTracks.from_json(w / "tracks.json").vocals_16k, w / "diar.json",
-                         speaker_prefix=f"{ing.source.source_id}-")
+                         speaker_prefix=ing.source.source_id)
         elif stage == "faces":
             spans = speech_spans(Transcript.from_json(w / "asr.json"), DiarizationResult.from_json(w / "diar.json"))
             (w / "faces").mkdir(exist_ok=True)
@@ -97,7 +97,7 @@ def stage_worker(stage: str, cfg_json: str, src: str, work: str, out: str) -> di
             asd = AsdResult.from_json(w / "asd.json")
             faces = FaceTrackList.from_json(w / "faces.json")
             timeline = fuse(DiarizationResult.from_json(w / "diar.json"), asd.turns, faces.tracks,
-                            speaker_prefix=f"{ing.source.source_id}-")
+                            speaker_prefix=ing.source.source_id)
             timeline.to_json(w / "timeline.json")
             words = assign_word_speakers(Transcript.from_json(w / "asr.json").words, timeline.exclusive_turns)
             clips = segment_clips(ing.source, words, ShotList.from_json(w / "shots.json"), cfg.segmentation)

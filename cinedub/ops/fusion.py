@@ -61,6 +61,10 @@ def _merge_pairs(assigned: Sequence[tuple[Turn, TurnSpeaker]], speech: Counter) 
     return {s: find(s) for s in list(parent)}
 
 
+def _speaker_id(prefix: str, n: int) -> str:
+    return f"{prefix}-S{n:02d}" if prefix else f"S{n:02d}"
+
+
 def _split(
     assigned: list[tuple[Turn, TurnSpeaker]], tracks: dict[str, FaceTrack], taken: set[str], prefix: str
 ) -> dict[tuple[int, int], str]:
@@ -81,9 +85,9 @@ def _split(
                 continue  # different shots: without face identity, the same person may simply be filmed again
             if t.start_ms >= mt.end_ms or t.end_ms <= mt.start_ms:
                 continue
-            while f"{prefix}S{n:02d}" in taken:
+            while _speaker_id(prefix, n) in taken:
                 n += 1
-            new_id = f"{prefix}S{n:02d}"
+            new_id = _speaker_id(prefix, n)
             taken.add(new_id)
             for turn, ts in assigned:
                 if turn.speaker_id == speaker and ts.face_track_id == tid:
@@ -105,7 +109,8 @@ def fuse(
         turn_speakers: the active-speaker assignment of each **exclusive** turn (matched by ``(start_ms, end_ms)``);
             None when no visual stage ran (turns keep ``on_screen=None``).
         tracks: the face tracks (their shot index and time span drive the split rule).
-        speaker_prefix: prefix of new speaker ids (``"<source_id>-"``).
+        speaker_prefix: new speaker ids are ``"<prefix>-S<nn>"`` (``"S<nn>"`` without one), as the diarization
+            back-ends name theirs; pass the source id.
     """
     if turn_speakers is None:
         return diar

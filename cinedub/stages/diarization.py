@@ -42,7 +42,7 @@ class DiarizationStage(Stage):
     """
 
     name: ClassVar[str] = "diarization"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # v2: ids "<source_id>-S<nn>" from the pipeline (v1 got a double dash)
     config_sections: ClassVar[tuple[str, ...]] = ("diarization",)
     resources: ClassVar[Resources] = Resources(cpus=1.0)
 

@@ -30,7 +30,7 @@ def test_offline_stage_writes_result_and_rttm(cfg, media_dir: Path, tmp_path):
     rttm = read_rttm(out.with_suffix(".rttm"), "abc123")
     assert [(t.start_ms, t.end_ms, t.speaker_id) for t in rttm] == [(t.start_ms, t.end_ms, t.speaker_id) for t in res.turns]
     assert stage.provenance()["method"] == "offline:silero-vad+ge2e+ahc"
-    assert stage.cache_token().startswith("diarization/v1/")
+    assert stage.cache_token().startswith(f"diarization/v{stage.version}/")
 
 
 def test_stage_rejects_non_16k_audio_offline(cfg, media_dir: Path, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,6 +281,8 @@ def test_diarization_in_shards_scores_against_reference(main_run, media_dir, tmp
     for r in _dialogue_rows(out):  # every word has a speaker that has a turn in the clip
         turn_speakers = {t["speaker_id"] for t in r["turns"]}
         assert all(w["speaker_id"] in turn_speakers for w in r["words"])
+        # source-wide ids: "<source_id>-S<nn>"
+        assert all(re.fullmatch(rf"{r['source_id']}-S\d\d", sid) for sid in turn_speakers), turn_speakers
 
 
 def test_speaking_faces_frame_level_in_shards(main_run, media_dir):
