@@ -259,9 +259,9 @@ def test_killed_run_resumes_to_same_result(main_run, inputs, models_dir, tmp_pat
 
 
 def _dialogue_rows(out: Path) -> list[dict]:
-    rows = ShardReader(out).table(columns=["episode", "clip_index", "start_ms", "end_ms", "start_frame", "end_frame",
-                                           "fps", "turns", "faces", "face_tracks", "words", "scene_type_candidates",
-                                           "overlaps"]).to_pylist()
+    rows = ShardReader(out).table(columns=["source_id", "episode", "clip_index", "start_ms", "end_ms", "start_frame",
+                                           "end_frame", "fps", "turns", "faces", "face_tracks", "words",
+                                           "scene_type_candidates", "overlaps"]).to_pylist()
     return sorted([r for r in rows if r["episode"] == "dialogue_5shots"], key=lambda r: r["start_ms"])
 
 
