@@ -98,19 +98,19 @@ def discover(glob: str | None = None, prefix: str | None = None, sources: Iterab
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Candidate] = {}
 
-    def add_tree(url: str) -> None:
-        fs, root = _fs(url)
-        for path, info in sorted(fs.find(root, detail=True).items()):
+    def add_listing(fs, listing: dict) -> None:
+        for path, info in sorted(listing.items()):
             if _is_file(fs, path, info) and _media(path, suffixes):
                 c = _candidate(fs, path, info)
                 found.setdefault(c.uri, c)
 
+    def add_tree(url: str) -> None:
+        fs, root = _fs(url)
+        add_listing(fs, fs.find(root, detail=True))
+
     if glob:
         fs, pattern = _fs(glob)
-        for path, info in sorted(fs.glob(pattern, detail=True).items()):
-            if _is_file(fs, path, info) and _media(path, suffixes):
-                c = _candidate(fs, path, info)
-                found.setdefault(c.uri, c)
+        add_listing(fs, fs.glob(pattern, detail=True))
     if prefix:
         add_tree(prefix)
     for src in sources:
