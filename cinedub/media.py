@@ -6,10 +6,8 @@ the failure and go on with the other inputs.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
@@ -17,21 +15,13 @@ import ffmpeg
 import numpy as np
 import soundfile as sf
 
+from cinedub.atomic import atomic_path
 from cinedub.errors import MediaError
-from cinedub.timebase import parse_fps, seconds_to_ms
+from cinedub.hashing import sha256_file
+from cinedub.timebase import ms_to_sample, parse_fps, seconds_to_ms
 from cinedub.types import AudioStream, Source
 
 ASR_SAMPLE_RATE_HZ = 16_000
-_HASH_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _ffmpeg_reason(path: Path, stderr: bytes | None, default: str) -> str:
@@ -73,18 +63,21 @@ def _rotation(stream: dict) -> int:
         return 0
 
 
-def probe(path: str | Path, *, require_video: bool = False, require_audio: bool = True) -> Source:
+def probe(
+    path: str | Path, *, require_video: bool = False, require_audio: bool = True, sha256: str | None = None
+) -> Source:
     """Probe ``path`` and return its :class:`Source` record (content hash included).
 
     Args:
-        path: a media file.
+        path: a media file (any name, also one starting with ``-``: ffmpeg and ffprobe get the absolute path).
         require_video / require_audio: raise when that stream is missing.
+        sha256: the file's SHA-256 when the caller already has it (a run hashes each source once); else computed.
 
     Raises:
         MediaError: missing file, not media, no usable stream, zero duration, or a truncated/undecodable file
             (the last audio and video packets are decoded to prove the file is whole).
     """
-    path = Path(path)
+    path = Path(path).absolute()
     if not path.is_file():
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
@@ -140,7 +133,7 @@ def probe(path: str | Path, *, require_video: bool = False, require_audio: bool 
     start_s = float(fmt.get("start_time") or 0.0)
     _check_packets_to_end(path, start_s + duration_s, video[:1] + audio[:1])
     _check_decodes_to_end(path, duration_s, has_video=bool(video), has_audio=bool(audio))
-    sha = sha256_file(path)
+    sha = sha256 or sha256_file(path)
     return Source(
         source_id=sha[:16],
         path=str(path.resolve()),
@@ -274,7 +267,7 @@ def extract_audio_tracks(
     Raises:
         MediaError: ffmpeg cannot decode the audio (or the file has no audio stream).
     """
-    path = Path(path)
+    path = Path(path).absolute()  # a name starting with "-" is not an option
     if not outputs:
         return []
     native_rate: int | None = None
@@ -286,26 +279,23 @@ def extract_audio_tracks(
         native_rate = int(audio[0].get("sample_rate") or 0) or None
     stream = ffmpeg.input(str(path))["a:0"].filter("aresample", **{"async": 1, "first_pts": 0})
     branches = stream.filter_multi_output("asplit", len(outputs)) if len(outputs) > 1 else None
-    nodes, tmps, finals = [], [], []
-    for i, (out_path, rate, channels) in enumerate(outputs):
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        # a fresh name ffmpeg creates itself, so the file gets the umask's mode (mkstemp would make it 0600)
-        tmp = str(out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex[:12]}.tmp.flac"))
-        tmps.append(tmp)
-        finals.append(out_path)
-        node = branches[i] if branches is not None else stream
-        if rate:
-            node = node.filter("aresample", rate)
-        n_rate = rate or native_rate
-        if duration_ms is not None and n_rate:
-            n = int(round(duration_ms * n_rate / 1000))
-            node = node.filter("apad", whole_len=n).filter("atrim", end_sample=n)
-        kwargs: dict = {"acodec": "flac", "sample_fmt": "s16"}
-        if channels:
-            kwargs["ac"] = channels
-        nodes.append(ffmpeg.output(node, tmp, **kwargs))
-    try:
+    nodes, finals = [], []
+    with ExitStack() as temporaries:
+        for i, (out_path, rate, channels) in enumerate(outputs):
+            out_path = Path(out_path)
+            tmp = temporaries.enter_context(atomic_path(out_path, keep_suffix=True))  # renamed when all succeed
+            finals.append(out_path)
+            node = branches[i] if branches is not None else stream
+            if rate:
+                node = node.filter("aresample", rate)
+            n_rate = rate or native_rate
+            if duration_ms is not None and n_rate:
+                n = ms_to_sample(duration_ms, n_rate)
+                node = node.filter("apad", whole_len=n).filter("atrim", end_sample=n)
+            kwargs: dict = {"acodec": "flac", "sample_fmt": "s16"}
+            if channels:
+                kwargs["ac"] = channels
+            nodes.append(ffmpeg.output(node, str(tmp), **kwargs))
         try:
             _, err = (
                 ffmpeg.merge_outputs(*nodes)
@@ -318,12 +308,6 @@ def extract_audio_tracks(
         if b"partial file" in err:
             # ffmpeg exits 0 when the media data ends early (file cut after it was probed); padding would hide it
             raise MediaError(path, f"truncated during audio decode ({_ffmpeg_reason(path, err, 'partial file')})")
-        for tmp, out_path in zip(tmps, finals):
-            os.replace(tmp, out_path)
-    except BaseException:
-        for tmp in tmps:
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return finals
 
 
@@ -336,8 +320,8 @@ def load_audio(path: str | Path, *, start_ms: int | None = None, end_ms: int | N
     """
     info = sf.info(str(path))
     sr = info.samplerate
-    start = 0 if start_ms is None else int(round(start_ms * sr / 1000))
-    stop = None if end_ms is None else int(round(end_ms * sr / 1000))
+    start = 0 if start_ms is None else ms_to_sample(start_ms, sr)
+    stop = None if end_ms is None else ms_to_sample(end_ms, sr)
     data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=False)
     return data, sr
 
@@ -353,32 +337,31 @@ def encode_flac(samples: np.ndarray, sample_rate_hz: int) -> bytes:
 
 def write_flac(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
     """Write float32 samples (``(n,)`` or ``(n, channels)``, clipped to [-1, 1]) to a 16-bit FLAC file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.flac"))  # umask mode, not mkstemp's 0600
-    try:
-        sf.write(tmp, samples, sample_rate_hz, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path, keep_suffix=True) as tmp:
+        sf.write(str(tmp), samples, sample_rate_hz, format="FLAC", subtype="PCM_16")
+    return Path(path)
 
 
 def mux_video_audio(video: str | Path, audio: str | Path, out_path: str | Path) -> Path:
     """Mux the video stream of ``video`` with the audio of ``audio`` (video copied, audio AAC, shortest wins).
 
     Used for sources whose picture and sound come as separate files (``zh_tvdrama``).
+
+    Raises:
+        MediaError: a file is missing or ffmpeg cannot read or write it (the reason names the file).
     """
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
-    v = ffmpeg.input(str(video)).video
-    a = ffmpeg.input(str(audio)).audio
-    ffmpeg.output(v, a, str(tmp), vcodec="copy", acodec="aac", shortest=None).global_args("-v", "error").overwrite_output().run(
-        capture_stdout=True, capture_stderr=True
-    )
-    os.replace(tmp, out_path)
+    video, audio, out_path = Path(video).absolute(), Path(audio).absolute(), Path(out_path)
+    for p in (video, audio):
+        if not p.is_file():
+            raise MediaError(p, "mux: file not found")
+    with atomic_path(out_path, keep_suffix=True) as tmp:
+        v = ffmpeg.input(str(video)).video
+        a = ffmpeg.input(str(audio)).audio
+        try:
+            ffmpeg.output(v, a, str(tmp), vcodec="copy", acodec="aac", shortest=None).global_args(
+                "-v", "error").overwrite_output().run(capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as e:
+            raise MediaError(video, f"mux with {audio.name} failed ({_ffmpeg_reason(video, e.stderr, 'ffmpeg error')})") from None
     return out_path
 
 
@@ -390,6 +373,5 @@ __all__ = [
     "load_audio",
     "mux_video_audio",
     "probe",
-    "sha256_file",
     "write_flac",
 ]

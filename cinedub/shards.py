@@ -7,29 +7,28 @@ Layout of an output folder::
       manifest.json                      every shard with row count, bytes, SHA-256 and clip ids
       runs/<run>.json                    per-run report (ok / failed with reason per input)
 
-A shard is written under a hidden temporary name (``.<name>.tmp``, which ``pyarrow.dataset`` and ``datasets``
-ignore) and renamed when complete, so readers never see a partial file. A source's shard set replaces the previous
+A shard is written under a hidden temporary name (:func:`cinedub.atomic.atomic_path`, which ``pyarrow.dataset``
+and ``datasets`` ignore) and renamed when complete, so readers never see a partial file. A source's shard set replaces the previous
 set of that source as a whole, so a rerun never leaves duplicates. The manifest is rebuilt from the shards' own
-footers (cheap: metadata only) under a file lock, so concurrent workers can add sources safely.
+footers (cheap: metadata only) under a file lock (``filelock``), so concurrent workers can add sources safely.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from cinedub.config import ShardConfig
 from cinedub.schema import SCHEMA_VERSION, check_version, clip_schema
-from cinedub.types import write_json_atomic
+from cinedub.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from cinedub.hashing import sha256_file
 
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
@@ -59,14 +58,6 @@ def _row_bytes(row: dict[str, Any]) -> int:
     return size
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_source_shards(
     rows: Iterable[dict[str, Any]], out_dir: str | Path, source_id: str, cfg: ShardConfig | None = None
 ) -> list[Path]:
@@ -83,38 +74,39 @@ def write_source_shards(
     cfg = cfg or ShardConfig()
     shard_dir = Path(out_dir) / SHARD_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
-    for stale in shard_dir.glob(f".{source_id}-*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temporaries(shard_dir, recursive=False, name_prefix=f"{source_id}-")  # one writer per source
     schema = clip_schema()
-    written: list[tuple[Path, Path]] = []  # (tmp, final)
+    finals: list[Path] = []
     writer: pq.ParquetWriter | None = None
     shard_bytes = 0
     group: list[dict[str, Any]] = []
     group_bytes = 0
 
-    def flush_group() -> None:
-        nonlocal group, group_bytes, shard_bytes
-        if group and writer is not None:
-            writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=len(group))
-            shard_bytes += group_bytes
-        group, group_bytes = [], 0
+    with ExitStack() as pending:  # every shard is renamed into place at the end, all or none
+        def flush_group() -> None:
+            nonlocal group, group_bytes, shard_bytes
+            if group and writer is not None:
+                writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=len(group))
+                shard_bytes += group_bytes
+            group, group_bytes = [], 0
 
-    def open_shard() -> None:
-        nonlocal writer, shard_bytes
-        final = shard_dir / f"{source_id}-{len(written):05d}.parquet"
-        tmp = shard_dir / f".{final.name}.tmp"
-        writer = pq.ParquetWriter(tmp, schema, compression=cfg.compression, use_dictionary=["language", "source_id", "episode"])
-        written.append((tmp, final))
-        shard_bytes = 0
+        def open_shard() -> None:
+            nonlocal writer, shard_bytes
+            final = shard_dir / f"{source_id}-{len(finals):05d}.parquet"
+            tmp = pending.enter_context(atomic_path(final, fsync=True))
+            writer = pq.ParquetWriter(tmp, schema, compression=cfg.compression,
+                                      use_dictionary=["language", "source_id", "episode"])
+            pending.callback(writer.close)  # closed before its rename (callbacks unwind first)
+            finals.append(final)
+            shard_bytes = 0
 
-    def close_shard() -> None:
-        nonlocal writer
-        flush_group()
-        if writer is not None:
-            writer.close()
-            writer = None
+        def close_shard() -> None:
+            nonlocal writer
+            flush_group()
+            if writer is not None:
+                writer.close()
+                writer = None
 
-    try:
         for row in rows:
             if writer is None:
                 open_shard()
@@ -127,19 +119,6 @@ def write_source_shards(
             group.append(row)
             group_bytes += size
         close_shard()
-        for tmp, _ in written:  # make the data durable before it becomes visible
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        finals = []
-        for tmp, final in written:
-            os.replace(tmp, final)
-            finals.append(final)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
-        raise
     keep = {p.name for p in finals}
     for old in shard_dir.glob(f"{source_id}-*.parquet"):
         if old.name not in keep:
@@ -150,17 +129,6 @@ def write_source_shards(
 def source_shards(out_dir: str | Path, source_id: str) -> list[Path]:
     """The visible shards of one source, in order."""
     return sorted((Path(out_dir) / SHARD_DIR).glob(f"{source_id}-*.parquet"))
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def shard_entry(path: Path) -> dict[str, Any]:
@@ -174,7 +142,7 @@ def shard_entry(path: Path) -> dict[str, Any]:
         "rows": pf.metadata.num_rows,
         "row_groups": pf.metadata.num_row_groups,
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "source_ids": sorted(source_ids),
         "schema_version": (pf.schema_arrow.metadata or {}).get(b"cinedub.schema_version", b"").decode(),
         "clip_ids": clip_ids,
@@ -188,7 +156,8 @@ def build_manifest(out_dir: str | Path) -> dict[str, Any]:
     not recomputed for every new source.
     """
     out = Path(out_dir)
-    with _locked(out / ".manifest.lock"):
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / ".manifest.lock")):
         previous: dict[str, dict[str, Any]] = {}
         mpath = out / MANIFEST
         if mpath.is_file():

@@ -127,7 +127,7 @@ def discover(glob: str | None = None, prefix: str | None = None, sources: Iterab
 
 def content_sha256(path: str | Path) -> str:
     """SHA-256 of a local file (the pipeline's own source hash)."""
-    from cinedub.media import sha256_file
+    from cinedub.hashing import sha256_file
 
     return sha256_file(path)
 

@@ -44,7 +44,7 @@ from cinedub.llm.config import LlmConfig
 from cinedub.llm.correct import ClipContext, ClipCorrection, correct_clip
 from cinedub.llm.review import ReviewDecision, auto_accept, clip_diff_markdown, form_description, review_updates
 from cinedub.llm.versions import write_version
-from cinedub.types import write_json_atomic
+from cinedub.atomic import write_json_atomic
 
 REVIEW_KEY = "review"
 POSTED_KEY = "cinedub-review-posted"

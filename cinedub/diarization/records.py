@@ -7,8 +7,6 @@ appearance, so they are stable for one source and one run.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -92,12 +90,9 @@ class DiarizationResult(Record):
     }
 
     def __post_init__(self) -> None:
-        if self.num_speakers != len(self.speaker_ids):
-            raise ValueError(f"num_speakers={self.num_speakers} but {len(self.speaker_ids)} speaker ids")
-        known = set(self.speaker_ids)
-        for t in (*self.turns, *self.exclusive_turns):
-            if t.speaker_id not in known or t.end_ms <= t.start_ms:
-                raise ValueError(f"bad turn {t}: unknown speaker or empty span")
+        from cinedub.validate import validate
+
+        validate(self)
 
     @property
     def overlap_ms(self) -> int:
@@ -137,18 +132,11 @@ class DiarizationResult(Record):
 
 
 def save_npy_atomic(path: str | Path, array: "np.ndarray") -> Path:
-    """``np.save`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    """``np.save`` to ``path`` atomically (:func:`cinedub.atomic.atomic_path`)."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # as cinedub.types.write_json_atomic: readable by other users of the output folder
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from cinedub.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+    return Path(path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from cinedub.types import Turn, write_text_atomic
+from cinedub.atomic import write_text_atomic
+from cinedub.types import Turn
 
 
 def format_rttm(turns: Iterable[Turn], uri: str) -> str:

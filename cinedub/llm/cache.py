@@ -19,7 +19,7 @@ from typing import Any
 
 from cinedub.llm.config import LlmConfig
 from cinedub.llm.schema import ANSWER_SCHEMA_VERSION
-from cinedub.types import write_json_atomic
+from cinedub.atomic import write_json_atomic
 
 
 def cache_key(clip_content_sha256: str, cfg: LlmConfig, prompt_id: str) -> str:

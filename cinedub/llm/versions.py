@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from cinedub.config import ShardConfig
 from cinedub.schema import SCHEMA_VERSION, clip_schema
 from cinedub.shards import SHARD_DIR, read_manifest, shard_entry, write_source_shards
-from cinedub.types import write_json_atomic
+from cinedub.atomic import write_json_atomic
 
 VERSIONS_DIR = "versions"
 LATEST = "LATEST"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.ledger import Ledger
-from cinedub.media import sha256_file
+from cinedub.hashing import sha256_file
 from flows.discover import discover, fetch
 from flows.ingest import IngestSpec, idempotency_key, source_key
 from flows.resources import exception_is_transient, gpu_limit_name, is_transient, retry_options

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cinedub.ledger import Ledger
-from cinedub.media import mux_video_audio, sha256_file
+from cinedub.hashing import sha256_file
+from cinedub.media import mux_video_audio
 from cinedub.reader import ShardReader
 from cinedub.testing.cluster import Postgres, PrefectServer, Worker
 from flows import api
