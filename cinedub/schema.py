@@ -20,7 +20,7 @@ import pyarrow as pa
 from cinedub.errors import SchemaVersionError
 from cinedub.llm.columns import CORRECTION, CORRECTION_DESCRIPTION
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "2.0.0"
 SCHEMA_NAME = "cinedub.clip"
 META_VERSION_KEY = b"cinedub.schema_version"
 META_NAME_KEY = b"cinedub.schema_name"
@@ -96,7 +96,6 @@ PROVENANCE = pa.struct(
         ("separation", pa.string()),
         ("models", pa.list_(MODEL_REF)),
         ("review_status", pa.string()),
-        ("created_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
 
@@ -147,7 +146,7 @@ FIELDS: tuple[FieldDoc, ...] = (
     FieldDoc("face_tracks", pa.list_(FACE_TRACK), "since 1.1: the face tracks whose frames are in `faces` (one face inside one shot, frames [start, end)), the speaker each speaks for, Light-ASD status (scored, too_short, no_face, no_audio) and fraction of frames scored speaking", "frames"),
     FieldDoc("overlaps", pa.list_(OVERLAP), "since 1.1: regions inside the clip where two or more speakers talk at once (labelled, not dropped)", "ms"),
     FieldDoc("quality", QUALITY, "quality scores of the clip (ASR confidence)"),
-    FieldDoc("provenance", PROVENANCE, "pipeline and schema version, config hash, separation used, models, review status, creation time"),
+    FieldDoc("provenance", PROVENANCE, "pipeline and schema version, config hash, separation used, models, review status (no run time: identical runs give identical bytes)"),
     FieldDoc("correction", CORRECTION, CORRECTION_DESCRIPTION),
 )
 

@@ -7,7 +7,10 @@ source file). Frame rates are exact :class:`fractions.Fraction` values, as in Py
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 # Rates that containers often store rounded; snapped to the exact NTSC fraction (PySceneDetect's
@@ -41,29 +44,117 @@ def parse_fps(value: str | float | Fraction) -> Fraction:
     return fps
 
 
-def frame_to_ms(frame_idx: int, fps: Fraction) -> float:
-    """Presentation time of frame ``frame_idx`` (0-based) in ms, exact up to float rounding: ``idx / fps * 1000``."""
-    return float(Fraction(frame_idx) / fps * 1000)
+def frame_to_ms(frame_idx: int, fps: Fraction) -> int:
+    """Presentation time (integer ms, rounded) of frame ``frame_idx`` (0-based) at a constant rate ``fps``."""
+    return round(Fraction(frame_idx) * 1000 / fps)
 
 
-def ms_to_frame(ms: float, fps: Fraction) -> int:
-    """Index of the frame shown at ``ms`` (floor), for a constant frame rate ``fps``."""
-    return int(Fraction(ms).limit_denominator(1000) * fps / 1000)
+def frame_duration_ms(fps: Fraction) -> int:
+    """Duration of one frame at ``fps`` (integer ms, rounded; 42 at 23.976, 40 at 25)."""
+    return round(1000 / Fraction(fps))
 
 
-def ms_to_sample(ms: float, sample_rate_hz: int) -> int:
+def ms_to_frame(ms: int | float, fps: Fraction) -> int:
+    """Index of the frame shown at ``ms`` (floor) at a constant rate ``fps``."""
+    return math.floor(Fraction(ms).limit_denominator(1000) * fps / 1000)
+
+
+def ms_to_frames(ms: int | float, fps: Fraction) -> int:
+    """How many frames last ``ms`` at ``fps`` (rounded): a duration, not an index."""
+    return round(Fraction(ms).limit_denominator(1000) * fps / 1000)
+
+
+def frame_span(start_ms: int, end_ms: int, fps: Fraction, n_frames: int | None = None) -> tuple[int, int]:
+    """Video frames ``[start, end)`` on screen during ``[start_ms, end_ms)`` at a constant ``fps``.
+
+    Shot and clip times are integer ms rounded from exact frame times, so each edge gets half a millisecond of
+    rounding allowance: a clip starting on a cut at 23.976 fps (frame 58 = 2419.08 ms, stored as 2419) starts on
+    the cut frame 58, not on frame 57 (``floor(2419 ms * 23.976 fps)``); a clip ending there ends before frame 58.
+    Exact in :class:`~fractions.Fraction` arithmetic.
+
+    Args:
+        n_frames: frame count of the video, if known; both indices are clamped to it.
+
+    Returns:
+        ``(start, end)`` 0-based frame indices, ``start <= end``.
+    """
+    start = math.floor(Fraction(2 * start_ms + 1, 2000) * fps)
+    end = math.ceil(Fraction(2 * end_ms - 1, 2000) * fps)
+    if n_frames is not None:
+        start, end = min(start, n_frames), min(end, n_frames)
+    return start, max(start, end)
+
+
+def frame_span_pts(start_ms: int, end_ms: int, frame_pts_ms: Sequence[int]) -> tuple[int, int]:
+    """Video frames ``[start, end)`` on screen during ``[start_ms, end_ms)`` from the decoded frames' presentation
+    times (integer ms, increasing; any frame rate, variable included): frame ``i`` is on screen from
+    ``frame_pts_ms[i]`` until the next frame's time. Same half-millisecond allowance as :func:`frame_span`."""
+    start = max(0, bisect.bisect_right(frame_pts_ms, start_ms) - 1)
+    end = bisect.bisect_left(frame_pts_ms, end_ms)
+    return start, max(start, end)
+
+
+def ms_to_sample(ms: int | float, sample_rate_hz: int) -> int:
     """Sample index at ``ms`` for ``sample_rate_hz`` (rounded to the nearest sample)."""
     return int(round(ms * sample_rate_hz / 1000))
 
 
 def sample_to_ms(sample: int, sample_rate_hz: int) -> int:
-    """Integer ms of sample index ``sample`` at ``sample_rate_hz`` (rounded)."""
+    """Integer ms of sample index ``sample`` at ``sample_rate_hz`` (rounded); also the duration of ``sample``
+    samples."""
     return int(round(sample * 1000 / sample_rate_hz))
 
 
 def seconds_to_ms(seconds: float) -> int:
     """Seconds (as most libraries report them) to integer ms, rounded to the nearest ms."""
     return int(round(seconds * 1000))
+
+
+def ms_to_seconds(ms: int) -> float:
+    """Integer ms to seconds (for libraries that take seconds: pyannote, RTTM, ffmpeg)."""
+    return ms / 1000
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A half-open stretch ``[start_ms, end_ms)`` of the source timeline (integer ms).
+
+    The interval operations CineDub needs; unions of many spans use pyannote.core's ``Timeline`` (see
+    :func:`union_ms`).
+    """
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, self.end_ms - self.start_ms)
+
+    def overlap_ms(self, other: "Span | tuple[int, int]") -> int:
+        """Length of the intersection with ``other`` (0 when disjoint)."""
+        s, e = (other.start_ms, other.end_ms) if isinstance(other, Span) else other
+        return max(0, min(self.end_ms, e) - max(self.start_ms, s))
+
+    def intersect(self, other: "Span") -> "Span | None":
+        s, e = max(self.start_ms, other.start_ms), min(self.end_ms, other.end_ms)
+        return Span(s, e) if e > s else None
+
+    def contains(self, ms: int) -> bool:
+        return self.start_ms <= ms < self.end_ms
+
+    def to_segment(self):
+        """The ``pyannote.core.Segment`` (seconds)."""
+        from pyannote.core import Segment
+
+        return Segment(ms_to_seconds(self.start_ms), ms_to_seconds(self.end_ms))
+
+
+def union_ms(spans: Iterable[tuple[int, int]]) -> int:
+    """Total length (ms) of the union of ``[start_ms, end_ms)`` spans (pyannote.core ``Timeline.support``)."""
+    from pyannote.core import Segment, Timeline
+
+    tl = Timeline([Segment(s / 1000, e / 1000) for s, e in spans if e > s]).support()
+    return seconds_to_ms(tl.duration())
 
 
 def merge_spans(

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,15 +24,16 @@ from typing import Any, ClassVar, TypeVar, get_type_hints
 T = TypeVar("T", bound="Record")
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
+    """Plain JSON-able form of ``value``: records as dicts, fractions as ``"num/den"``, tuples as lists."""
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, Fraction):
         return f"{value.numerator}/{value.denominator}"
     if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
+        return [encode(v) for v in value]
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: encode(v) for k, v in value.items()}
     return value
 
 
@@ -45,7 +44,7 @@ class Record:
     _nested: ClassVar[dict[str, type]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: encode(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -69,34 +68,14 @@ class Record:
         return cls(**kwargs)
 
     def to_json(self, path: str | Path) -> Path:
-        """Write the record as JSON atomically (temporary file in the same folder, then rename)."""
+        """Write the record as JSON atomically (:func:`cinedub.atomic.write_json_atomic`)."""
+        from cinedub.atomic import write_json_atomic
+
         return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def from_json(cls: type[T], path: str | Path) -> T:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` via a temporary file in the same folder and ``os.replace`` (never
-    half-written), readable by the group like any other output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared output folder
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as UTF-8 JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(_encode(data), ensure_ascii=False, indent=1))
 
 
 @dataclass(frozen=True)
@@ -181,6 +160,37 @@ class AudioTracks(Record):
 
 
 @dataclass(frozen=True)
+class IngestResult(Record):
+    """What ingest produced for one source.
+
+    Attributes:
+        source: the probed :class:`Source` (content hash, duration, fps, streams).
+        mix_16k: path of the mono 16 kHz FLAC, ``round(duration_ms * 16)`` samples long.
+        mix_full: path of the FLAC at ``full_rate_hz`` with ``channels`` channels.
+        full_rate_hz: native sample rate of the first audio stream (Hz).
+        channels: channels in ``mix_full`` (the source's, at most 2).
+    """
+
+    source: Source
+    mix_16k: str
+    mix_full: str
+    full_rate_hz: int
+    channels: int
+
+    _nested: ClassVar[dict[str, type]] = {"source": Source}
+
+    def unseparated_tracks(self) -> AudioTracks:
+        """The :class:`AudioTracks` of a source that is not separated: the mix stands in for the vocals."""
+        return AudioTracks(
+            mix_16k=self.mix_16k,
+            mix_full=self.mix_full,
+            vocals_16k=self.mix_16k,
+            separation="none",
+            full_rate_hz=self.full_rate_hz,
+        )
+
+
+@dataclass(frozen=True)
 class Word(Record):
     """One recognised word.
 
@@ -205,6 +215,8 @@ class AsrSegment(Record):
     Attributes:
         avg_logprob: mean token log-probability; no_speech_prob: Whisper's no-speech probability;
         compression_ratio: gzip ratio of the text (high values flag repetition loops).
+        temperature: the decoding temperature that produced it (0 = beam search; above 0 = Whisper's fallback
+            sampling, used when the beam result failed the compression-ratio or log-probability threshold).
     """
 
     text: str
@@ -214,8 +226,33 @@ class AsrSegment(Record):
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
+    temperature: float = 0.0
 
     _nested: ClassVar[dict[str, type]] = {"words": Word}
+
+
+@dataclass(frozen=True)
+class DecodingSettings(Record):
+    """How ASR decoded, recorded so a transcript can be reproduced and audited.
+
+    Attributes:
+        beam_size: beam width at temperature 0.
+        temperatures: the fallback schedule (OpenAI Whisper's ``transcribe``: 0.0, 0.2, ..., 1.0).
+        seed: the sampling seed of the fallback (CTranslate2's ``set_random_seed``), derived from the source's
+            content hash unless configured, so the same input decodes the same on every run of a machine.
+        batch_size: 1 = sequential decoding (with fallback); >1 = faster-whisper's batched pipeline (no fallback).
+        cpu_threads: intra-op threads (CPU float reductions depend on the count).
+        compute_type: CTranslate2 compute type ("int8", "float16", ...).
+        fallback_segments: segments decoded at a temperature above 0.
+    """
+
+    beam_size: int
+    temperatures: tuple[float, ...]
+    seed: int
+    batch_size: int
+    cpu_threads: int
+    compute_type: str
+    fallback_segments: int = 0
 
 
 @dataclass(frozen=True)
@@ -227,6 +264,7 @@ class Transcript(Record):
         language_probability: the detector's probability of that language among the allowed ones.
         segments: in time order.
         model: model name/folder; dropped: human-readable notes on segments removed by hallucination guards.
+        decoding: the decoding settings used (None in transcripts written before they were recorded).
     """
 
     language: str
@@ -234,8 +272,9 @@ class Transcript(Record):
     segments: tuple[AsrSegment, ...]
     model: str = ""
     dropped: tuple[str, ...] = ()
+    decoding: DecodingSettings | None = None
 
-    _nested: ClassVar[dict[str, type]] = {"segments": AsrSegment}
+    _nested: ClassVar[dict[str, type]] = {"segments": AsrSegment, "decoding": DecodingSettings}
 
     @property
     def words(self) -> list[Word]:
@@ -343,13 +382,39 @@ class Clip(Record):
 
 
 @dataclass(frozen=True)
+class SkippedSpeech(Record):
+    """Speech the segmentation left out of every clip, and why (reported per source, never silently lost).
+
+    Attributes:
+        start_ms / end_ms: the span (source timeline, ms).
+        n_words: ASR words in it.
+        reason: "short", "long", "after_end" (see :class:`cinedub.ops.segment.DroppedSpan`).
+    """
+
+    start_ms: int
+    end_ms: int
+    n_words: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class ClipList(Record):
-    """The clips of one source, in time order."""
+    """The clips of one source, in time order, and the speech left out of them."""
 
     source_id: str
     clips: tuple[Clip, ...]
+    dropped: tuple[SkippedSpeech, ...] = ()
 
-    _nested: ClassVar[dict[str, type]] = {"clips": Clip}
+    _nested: ClassVar[dict[str, type]] = {"clips": Clip, "dropped": SkippedSpeech}
+
+
+@dataclass(frozen=True)
+class ShardSet(Record):
+    """The Parquet shards one source's clips were written to (paths absolute), and how many rows."""
+
+    source_id: str
+    shards: tuple[str, ...]
+    rows: int = 0
 
 
 def join_words(words: list[str]) -> str:

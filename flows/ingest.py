@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -172,6 +173,7 @@ def _ingest_run_name() -> str:
 def ingest_flow(spec: IngestSpec) -> dict[str, Any]:
     """Discover sources, update the ledger, recover lost runs, and submit one ``cinedub-process`` run per source
     that needs one. Returns counts (``discovered``, ``submitted``, ledger statuses) and the submitted run ids."""
+    from cinedub.pipeline import work_root
     from flows.tasks import ensure_result_storage
 
     logger = get_run_logger()
@@ -188,7 +190,7 @@ def ingest_flow(spec: IngestSpec) -> dict[str, Any]:
     from cinedub.config import Config
 
     cfg = Config.load(**spec.config)
-    storage = ensure_result_storage(Path(cfg.work_dir) if cfg.work_dir else out / ".work")
+    storage = ensure_result_storage(work_root(cfg, out))
     submitted: dict[str, str] = {}
     for e in ledger.entries():
         if spec.max_new is not None and len(submitted) >= spec.max_new:
@@ -261,6 +263,7 @@ def process_job(source: str, out_dir: str, key: str = "", name: str = "", config
         config: :class:`cinedub.config.Config` overrides; the worker's environment supplies the rest.
     """
     from cinedub.config import Config
+    from cinedub.pipeline import work_root
     from cinedub.shards import build_manifest
     from flows.pipeline import process_source
 
@@ -284,10 +287,12 @@ def process_job(source: str, out_dir: str, key: str = "", name: str = "", config
     interval = float(os.environ.get(ENV_HEARTBEAT, "30"))
     try:
         with _Heartbeat(ledger, key, run_id, interval):
-            work_root = Path(cfg.work_dir) if cfg.work_dir else out / ".work"
-            path = fetch(source, work_root / "downloads" / key[:16])
+            path = fetch(source, work_root(cfg, out) / "downloads" / key[:16])
+            # a local source's ledger key is its content hash: the pipeline need not read it again
+            sha = key if re.fullmatch(r"[0-9a-f]{64}", key) and Path(path) == Path(source) else None
             for attempt in range(RETRIES + 1):
-                state = process_source(str(path), str(out), cfg, name=name, storage=storage, return_state=True)
+                state = process_source(str(path), str(out), cfg, name=name, storage=storage, sha256=sha,
+                                       return_state=True)
                 if state.is_completed() or attempt == RETRIES:
                     break
                 exc = state_exception(state)

@@ -1,12 +1,14 @@
 """Prefect flows of the main job: one parent run over many inputs, one child flow run per source.
 
-The flows only wire, cache, retry and report; the work is done by the stages in :mod:`cinedub.stages`.
-Tasks exchange paths of small JSON records written in the source's work folder, never arrays.
+The flows only wire, cache, retry and report. What runs is the declared pipeline (:data:`cinedub.pipeline.PIPELINE`):
+:func:`process_source` plans the source (:func:`cinedub.pipeline.plan_source`) and runs each step as one task of
+:func:`flows.tasks.stage_task`, in order, passing the upstream record paths (small JSON files in the source's work
+folder, never arrays).
 
-Caching: each task's cache key is ``<stage>/<source_id>/<hash of (stage version, stage config, source content
-hash, upstream keys)>`` (see :func:`stage_key`), persisted in a local-file-system result storage under the work folder.
-A rerun after a crash, or with more inputs, replays finished stages from the cache and redoes only what changed.
-A key whose output file has disappeared is treated as a miss.
+Caching: each task's cache key is the step's key (stage version, stage config and models, source content hash,
+upstream keys), persisted in a local-file-system result storage under the work folder. A rerun after a crash, or
+with more inputs, replays finished stages from the cache and redoes only what changed. A key whose output file has
+disappeared is treated as a miss.
 """
 
 from __future__ import annotations
@@ -22,130 +24,66 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.states import Failed
 
+from cinedub.atomic import write_json_atomic
 from cinedub.config import Config
 from cinedub.errors import MediaError
+from cinedub.pipeline import plan_source, work_root
 from cinedub.shards import build_manifest, source_shards
-from cinedub.stages.asd import AsdStage
-from cinedub.stages.asr import AsrStage
-from cinedub.stages.diarization import DiarizationStage
-from cinedub.stages.faces import FacesStage
-from cinedub.stages.base import source_work_dir
-from cinedub.stages.ingest import IngestResult, IngestStage
-from cinedub.stages.package import PackageStage
-from cinedub.stages.separation import SeparationStage
-from cinedub.stages.shots import ShotStage
-from cinedub.types import ClipList, Transcript, write_json_atomic
+from cinedub.types import ClipList, IngestResult, Transcript
 
-from flows.tasks import (
-    FUSION_VERSION,
-    SEGMENT_VERSION,
-    asd_task,
-    asr_task,
-    diarization_task,
-    ensure_result_storage,
-    faces_task,
-    failure_reason,
-    fuse_task,
-    hash_source,
-    ingest_task,
-    output_path,
-    package_task,
-    run_models,
-    segment_task,
-    separation_task,
-    shots_task,
-    stage_key,
-    task_options,
-)
+from flows.tasks import ensure_result_storage, failure_reason, hash_source, stage_options, stage_task
+
 
 @flow(name="cinedub-source", flow_run_name="source-{name}", log_prints=True)
-def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage: str | None = None) -> dict[str, Any]:
-    """Run every stage on one source and write its shards; returns a small summary dict.
+def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage: str | None = None,
+                   sha256: str | None = None) -> dict[str, Any]:
+    """Run every declared stage on one source and write its shards; returns a small summary dict.
 
-    Raises:
-        MediaError: the input is unusable (the parent records it and goes on).
+    Args:
+        sha256: the file's hash when the caller knows it (the ingest flow does); else hashed once here.
+
+    Returns a Failed state (the parent records it and goes on) when the input is unusable or a stage fails on it.
     """
     logger = get_run_logger()
     p = Path(path)
     if not p.is_file():
         return Failed(message=str(MediaError(p, "file not found")))  # type: ignore[return-value]
-    work_root = Path(cfg.work_dir) if cfg.work_dir else Path(out_dir) / ".work"
-    storage = storage or ensure_result_storage(work_root)
-    st = p.stat()
-    sha = hash_source.with_options(result_storage=storage)(str(p), st.st_size, st.st_mtime_ns)
-    source_id = sha[:16]
-    work = source_work_dir(cfg, out_dir, source_id)
+    storage = storage or ensure_result_storage(work_root(cfg, out_dir))
+    if sha256 is None:
+        st = p.stat()
+        sha256 = hash_source.with_options(result_storage=storage)(str(p), st.st_size, st.st_mtime_ns)
+    plan = plan_source(p, out_dir, cfg, sha256=sha256)
     t0 = time.perf_counter()
+    records: dict[str, str] = {}
+    for step in plan.steps:
+        upstream = {n: records[o] for n, o in step.inputs.items() if o is not None}
+        state = stage_task.with_options(**stage_options(step, storage, p.name))(
+            plan, step.output, step.key, upstream, return_state=True
+        )
+        if not state.is_completed():
+            if state.is_failed() and state.message and "exception" not in state.message.lower():
+                return Failed(message=state.message)  # type: ignore[return-value]
+            try:
+                state.result()
+            except BaseException as exc:  # noqa: BLE001 - the task's exception, re-raised by .result()
+                return Failed(message=failure_reason(exc, step.name))  # type: ignore[return-value]
+            return Failed(message=f"{p}: {step.name}: run ended {state.type.value}")  # type: ignore[return-value]
+        records[step.output] = state.result()
 
-    k_ingest = stage_key("ingest", source_id, IngestStage.version, sha)
-    o_ingest = output_path(work, k_ingest)
-    ingest_state = ingest_task.with_options(**task_options(storage, o_ingest))(str(p), cfg, out_dir, k_ingest, o_ingest,
-                                                                        return_state=True)
-    if ingest_state.is_failed():
-        return Failed(message=ingest_state.message or "ingest failed")  # type: ignore[return-value]
-    ingest_json = ingest_state.result()
-
-    sep = SeparationStage(cfg)
-    k_sep = stage_key("separation", source_id, sep.cache_token(), k_ingest)
-    o = output_path(work, k_sep)
-    tracks_json = separation_task.with_options(**task_options(storage, o))(ingest_json, cfg, k_sep, o)
-
-    k_asr = stage_key("asr", source_id, AsrStage(cfg).cache_token(), k_sep)
-    o = output_path(work, k_asr)
-    transcript_json = asr_task.with_options(**task_options(storage, o))(tracks_json, cfg, k_asr, o)
-
-    k_shots = stage_key("shots", source_id, ShotStage(cfg).cache_token(), k_ingest)
-    o = output_path(work, k_shots)
-    shots_json = shots_task.with_options(**task_options(storage, o))(ingest_json, cfg, k_shots, o)
-
-    diar_json = faces_json = asd_json = timeline_json = ""
-    k_diar = k_faces = k_asd = k_fuse = ""
-    if cfg.run_diarization:
-        k_diar = stage_key("diarization", source_id, DiarizationStage(cfg).cache_token(), k_sep)
-        o = output_path(work, k_diar)
-        diar_json = diarization_task.with_options(**task_options(storage, o))(ingest_json, tracks_json, cfg, k_diar, o)
-    if cfg.run_visual:
-        k_faces = stage_key("faces", source_id, FacesStage(cfg).cache_token(), k_shots, k_asr, k_diar)
-        o = output_path(work, k_faces)
-        faces_json = faces_task.with_options(**task_options(storage, o))(ingest_json, shots_json, transcript_json, diar_json,
-                                                                  cfg, k_faces, o)
-        k_asd = stage_key("asd", source_id, AsdStage(cfg).cache_token(), k_faces, k_diar)
-        o = output_path(work, k_asd)
-        asd_json = asd_task.with_options(**task_options(storage, o))(faces_json, tracks_json, diar_json, cfg, k_asd, o)
-    if cfg.run_diarization:
-        k_fuse = stage_key("fuse", source_id, FUSION_VERSION, k_diar, k_asd)
-        o = output_path(work, k_fuse)
-        timeline_json = fuse_task.with_options(**task_options(storage, o))(diar_json, faces_json, asd_json, source_id, k_fuse, o)
-
-    k_seg = stage_key("segment", source_id, SEGMENT_VERSION, cfg.stage_hash("segmentation"), k_asr, k_shots, k_fuse)
-    o = output_path(work, k_seg)
-    clips_json = segment_task.with_options(**task_options(storage, o))(ingest_json, transcript_json, shots_json, timeline_json,
-                                                                cfg, k_seg, o)
-
-    out_abs = str(Path(out_dir).resolve())
-    models = run_models(cfg)
-    k_pack = stage_key("package", source_id, PackageStage(cfg).cache_token(), cfg.config_hash(), k_seg, k_sep, k_fuse, k_asd,
-                  out_abs, models)
-    package_json = output_path(work, k_pack)
-    package_task.with_options(**task_options(storage, package_json))(
-        ingest_json, tracks_json, transcript_json, clips_json, timeline_json, faces_json, asd_json, cfg, out_dir,
-        models, k_pack, package_json,
-    )
-
-    clips = ClipList.from_json(clips_json)
-    transcript = Transcript.from_json(transcript_json)
-    ingest = IngestResult.from_json(ingest_json)
+    clips = ClipList.from_json(records["clips"])
+    transcript = Transcript.from_json(records["transcript"])
+    ingest = IngestResult.from_json(records["ingest"])
     summary = {
-        "source_id": source_id,
+        "source_id": plan.source_id,
         "path": str(p),
         "episode": ingest.source.episode,
         "duration_ms": ingest.source.duration_ms,
         "language": transcript.language,
         "clips": len(clips.clips),
-        "shards": [str(s.name) for s in source_shards(out_dir, source_id)],
+        "shards": [str(s.name) for s in source_shards(out_dir, plan.source_id)],
         "wall_s": round(time.perf_counter() - t0, 2),
     }
-    logger.info("source %s (%s): %d clips, language %s", p.name, source_id, summary["clips"], summary["language"])
+    logger.info("source %s (%s): %d clips, language %s", p.name, plan.source_id, summary["clips"], summary["language"])
     return summary
 
 
@@ -181,8 +119,7 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, pro
     out.mkdir(parents=True, exist_ok=True)
     run_id = str(get_run_context().flow_run.id)
     report = RunReport(run_id=run_id, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    work_root = Path(cfg.work_dir) if cfg.work_dir else out / ".work"
-    storage = ensure_result_storage(work_root)
+    storage = ensure_result_storage(work_root(cfg, out))
     artifact_id = create_progress_artifact(0.0, key="cinedub-run-progress", description=f"{len(inputs)} inputs")
 
     bar = None

@@ -31,7 +31,6 @@ DEFAULT_INPUTS = [
     "media/en_monologue/englishvideo.mp4",
     "media/zh_narration/10.mp4",
 ]
-STAGES = ["ingest", "separation", "asr", "shots", "diarization", "faces", "asd", "segment", "package"]
 
 
 def _cfg(args_json: str):
@@ -40,88 +39,39 @@ def _cfg(args_json: str):
     return Config.model_validate_json(args_json)
 
 
-def stage_worker(stage: str, cfg_json: str, src: str, work: str, out: str) -> dict:
-    """Run one stage on one source (inputs are read from earlier stages' JSON in ``work``)."""
-    from cinedub.ops.segment import segment_clips
-    from cinedub.stages.asr import AsrStage
-    from cinedub.stages.ingest import IngestResult, IngestStage
-    from cinedub.stages.package import PackageStage
-    from cinedub.stages.separation import SeparationStage
-    from cinedub.stages.shots import ShotStage
-    from cinedub.types import AudioTracks, ClipList, ShotList, Transcript
-
-    from cinedub.diarization.records import DiarizationResult
-    from cinedub.ops.fusion import fuse, speech_spans
-    from cinedub.ops.words_to_speakers import assign_word_speakers
-    from cinedub.stages.asd import AsdStage
-    from cinedub.stages.diarization import DiarizationStage
-    from cinedub.stages.faces import FacesStage
-    from cinedub.vision.records import AsdResult, FaceTrackList
+def stage_worker(output: str, cfg_json: str, src: str, sha256: str, out: str) -> dict:
+    """Run the step producing ``output`` of the declared pipeline on one source (its inputs are the records the
+    earlier steps wrote), timing the model load apart from the processing."""
+    from cinedub.pipeline import execute_step, plan_source
+    from cinedub.stages.base import get_stage
+    from cinedub.types import IngestResult
 
     cfg = _cfg(cfg_json)
-    w = Path(work)
-    classes = {"ingest": IngestStage, "separation": SeparationStage, "asr": AsrStage, "shots": ShotStage,
-               "diarization": DiarizationStage, "faces": FacesStage, "asd": AsdStage, "package": PackageStage}
-    frames = None
+    plan = plan_source(src, out, cfg, sha256=sha256)
+    step = plan.step(output)
     t0 = time.perf_counter()
-    inst = classes[stage](cfg) if stage in classes else None
-    if inst is not None:
-        inst.ensure_setup()
+    get_stage(step.stage, cfg)  # setup: the one-off model load
     t1 = time.perf_counter()
-    if stage == "ingest":
-        inst.process(Path(src), w).to_json(w / "ingest.json")
-    else:
-        ing = IngestResult.from_json(w / "ingest.json")
-        if stage == "separation":
-            inst.process(ing, w / "sep").to_json(w / "tracks.json")
-        elif stage == "asr":
-            inst.process(Path(AudioTracks.from_json(w / "tracks.json").vocals_16k), w / "asr.json")
-        elif stage == "shots":
-            inst.process(Path(src), ing.source, w / "shots.json")
-        elif stage == "diarization":
-            inst.process(AudioTracks.from_json(w / "tracks.json").vocals_16k, w / "diar.json",
-                         speaker_prefix=ing.source.source_id)
-        elif stage == "faces":
-            spans = speech_spans(Transcript.from_json(w / "asr.json"), DiarizationResult.from_json(w / "diar.json"))
-            (w / "faces").mkdir(exist_ok=True)
-            faces = inst.process(ing.source, ShotList.from_json(w / "shots.json"), spans, w / "faces")
-            faces.to_json(w / "faces.json")
-            frames = faces.n_frames_decoded
-        elif stage == "asd":
-            faces = FaceTrackList.from_json(w / "faces.json")
-            (w / "asd").mkdir(exist_ok=True)
-            inst.process(faces, AudioTracks.from_json(w / "tracks.json").vocals_16k,
-                         DiarizationResult.from_json(w / "diar.json").exclusive_turns, w / "asd").to_json(w / "asd.json")
-            frames = sum(t.n_frames for t in faces.tracks)
-        elif stage == "segment":
-            asd = AsdResult.from_json(w / "asd.json")
-            faces = FaceTrackList.from_json(w / "faces.json")
-            timeline = fuse(DiarizationResult.from_json(w / "diar.json"), asd.turns, faces.tracks,
-                            speaker_prefix=ing.source.source_id)
-            timeline.to_json(w / "timeline.json")
-            words = assign_word_speakers(Transcript.from_json(w / "asr.json").words, timeline.exclusive_turns)
-            clips = segment_clips(ing.source, words, ShotList.from_json(w / "shots.json"), cfg.segmentation)
-            ClipList(source_id=ing.source.source_id, clips=tuple(clips)).to_json(w / "clips.json")
-        elif stage == "package":
-            inst.process(ing.source, AudioTracks.from_json(w / "tracks.json"), Transcript.from_json(w / "asr.json"),
-                         ClipList.from_json(w / "clips.json"), out, models=[],
-                         timeline=DiarizationResult.from_json(w / "timeline.json"),
-                         faces=FaceTrackList.from_json(w / "faces.json"), asd=AsdResult.from_json(w / "asd.json"))
+    execute_step(plan, step)
     t2 = time.perf_counter()
-    return {"load_s": t1 - t0, "process_s": t2 - t1, "frames": frames,
-            "duration_s": IngestResult.from_json(w / "ingest.json").source.duration_ms / 1000}
+    frames = None
+    if output == "faces":
+        frames = json.loads(step.record_path.read_text())["n_frames_decoded"]
+    elif output == "asd":
+        frames = sum(t["n_frames"] for t in json.loads(plan.step("faces").record_path.read_text())["tracks"])
+    return {"stage": step.name, "load_s": t1 - t0, "process_s": t2 - t1, "frames": frames,
+            "duration_s": IngestResult.from_json(plan.step("ingest").record_path).source.duration_ms / 1000}
 
 
-def _run_stage(stage: str, cfg_json: str, src: str, work: Path, out: Path) -> dict:
-    result_file = work / f"bench-{stage}.json"
-    cmd = [sys.executable, __file__, "--_stage", stage, "--_cfg", cfg_json, "--_src", src, "--_work", str(work),
+def _run_stage(output: str, cfg_json: str, src: str, sha256: str, out: Path, result_file: Path) -> dict:
+    cmd = [sys.executable, __file__, "--_stage", output, "--_cfg", cfg_json, "--_src", src, "--_sha", sha256,
            "--_out", str(out), "--_result", str(result_file)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO)
     _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"stage {stage} failed on {src}")
+        raise RuntimeError(f"stage {output} failed on {src}")
     res = json.loads(result_file.read_text())
     res.update(wall_s=wall, peak_rss_mb=rusage.ru_maxrss / 1024)
     return res
@@ -139,11 +89,11 @@ def main() -> int:
                         "SyncNet check of every speaking run")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the rows as JSON here")
-    p.add_argument("--_stage"), p.add_argument("--_cfg"), p.add_argument("--_src"), p.add_argument("--_work")
+    p.add_argument("--_stage"), p.add_argument("--_cfg"), p.add_argument("--_src"), p.add_argument("--_sha")
     p.add_argument("--_out"), p.add_argument("--_result")
     args = p.parse_args()
     if args._stage:
-        res = stage_worker(args._stage, args._cfg, args._src, args._work, args._out)
+        res = stage_worker(args._stage, args._cfg, args._src, args._sha, args._out)
         Path(args._result).write_text(json.dumps(res))
         return 0
 
@@ -175,13 +125,18 @@ def main() -> int:
     cfg = Config.load(models_dir=models_dir, device=args.device, separation=sep)
     cfg_json = cfg.model_dump_json()
 
-    rows: dict[str, dict] = {s: {"wall_s": 0.0, "load_s": 0.0, "process_s": 0.0, "media_s": 0.0, "peak_rss_mb": 0.0,
-                                 "frames": 0} for s in STAGES}
+    from cinedub.hashing import sha256_file
+    from cinedub.pipeline import plan_source
+
+    out = tmp / "out"
+    rows: dict[str, dict] = {}
     for src in inputs:
-        work = tmp / Path(src).stem
-        work.mkdir()
-        for stage in STAGES:
-            r = _run_stage(stage, cfg_json, src, work, tmp / "out")
+        sha = sha256_file(src)
+        for step in plan_source(src, out, cfg, sha256=sha).steps:
+            stage = step.name
+            rows.setdefault(stage, {"wall_s": 0.0, "load_s": 0.0, "process_s": 0.0, "media_s": 0.0,
+                                    "peak_rss_mb": 0.0, "frames": 0})
+            r = _run_stage(step.output, cfg_json, src, sha, out, tmp / f"bench-{sha[:8]}-{stage}.json")
             agg = rows[stage]
             agg["wall_s"] += r["wall_s"]
             agg["load_s"] += r["load_s"]

@@ -30,6 +30,7 @@ from cinedub.config import Config
 from cinedub.diarization.config import DiarizationConfig
 from cinedub.diarization.records import DiarizationResult
 from cinedub.media import extract_audio
+from cinedub.diarization.rttm import write_rttm
 from cinedub.stages.diarization import DiarizationStage
 
 
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         for media in a.media:
             wav_path = _audio_16k(media, tmp)
             t0 = time.perf_counter()
-            result = stage.process(wav_path, out_dir / f"{media.stem}.diarization.json", uri=media.stem)
+            result = stage.diarize(wav_path)
             wall = time.perf_counter() - t0
+            result.to_json(out_dir / f"{media.stem}.diarization.json")
+            write_rttm(out_dir / f"{media.stem}.diarization.rttm", result.turns, media.stem)
             ref = a.reference or find_reference(media)
             s = None
             if ref is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping, Sequence
 
 from cinedub.config import AsrConfig
@@ -143,10 +142,3 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "auto":
         return compute_type
     return "float16" if device.startswith("cuda") else "int8"
-
-
-def _cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours container CPU sets, unlike os.cpu_count()
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -35,17 +35,17 @@ last word runs a few ms past it (rounding): edges never leave ``[0, duration]``.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import math
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from cinedub.config import SegmentationConfig
-from cinedub.timebase import frame_to_ms, ms_to_frame
-from cinedub.types import Clip, ShotList, Source, Word
+from cinedub.timebase import frame_span
+from cinedub.types import Clip, ShotList, Source, Turn, Word
 
 logger = logging.getLogger("cinedub.segment")
 
@@ -119,30 +119,6 @@ def is_sentence_end(text: str) -> bool:
 def clip_id_for(source_sha256: str, start_ms: int, end_ms: int) -> str:
     """Deterministic clip id: ``uuid5(NAMESPACE_URL, "<sha256>:<start_ms>:<end_ms>")``."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{source_sha256}:{start_ms}:{end_ms}"))
-
-
-def frame_span(start_ms: int, end_ms: int, fps: Fraction, n_frames: int | None = None) -> tuple[int, int]:
-    """Video frames ``[start, end)`` on screen during ``[start_ms, end_ms)`` at a constant ``fps``.
-
-    Shot and clip times are integer ms rounded from exact frame times (``Shot.start_ms``), so each edge gets half a
-    millisecond of rounding allowance: a clip starting on a cut at 23.976 fps (frame 58 = 2419.08 ms, stored as
-    2419) starts on the cut frame 58, not on frame 57, the last frame of the shot before (``floor(2419 ms * 23.976
-    fps)``); a clip ending there ends before frame 58.
-
-    Args:
-        start_ms / end_ms: the span in the source timeline (integer ms).
-        fps: exact frame rate (``Fraction(24000, 1001)`` for 23.976 fps).
-        n_frames: frame count of the video, if known; both indices are clamped to it.
-
-    Returns:
-        ``(start, end)`` frame indices, 0-based, ``start <= end``.
-    """
-    start = ms_to_frame(start_ms + 0.5, fps)
-    k = ms_to_frame(end_ms - 0.5, fps)
-    end = k if abs(frame_to_ms(k, fps) - (end_ms - 0.5)) < 1e-6 else k + 1  # ceil
-    if n_frames is not None:
-        start, end = min(start, n_frames), min(end, n_frames)
-    return start, max(start, end)
 
 
 def _shots_in(cuts_ms: Sequence[int], lo: int, hi: int) -> list[int]:
@@ -352,3 +328,13 @@ def segment_clips(
 ) -> list[Clip]:
     """The clips of :func:`segment_source` (dropped spans only logged)."""
     return list(segment_source(source, words, shots, cfg, vocal_duration_ms=vocal_duration_ms).clips)
+
+
+def clip_turns(clip_start_ms: int, clip_end_ms: int, turns: Sequence[Turn]) -> list[Turn]:
+    """The turns overlapping ``[clip_start_ms, clip_end_ms)``, cut to it (source timeline ms)."""
+    out = []
+    for t in turns:
+        s, e = max(t.start_ms, clip_start_ms), min(t.end_ms, clip_end_ms)
+        if e > s:
+            out.append(t if (s, e) == (t.start_ms, t.end_ms) else dataclasses.replace(t, start_ms=s, end_ms=e))
+    return out

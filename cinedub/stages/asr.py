@@ -26,10 +26,11 @@ from cinedub.config import Config
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
-from cinedub.stages.base import Resources, Stage
+from cinedub.hashing import stable_seed
+from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.text import normalize_script
 from cinedub.timebase import sample_to_ms, seconds_to_ms
-from cinedub.types import AsrSegment, Transcript
+from cinedub.types import AsrSegment, AudioTracks, DecodingSettings, Transcript
 
 logger = logging.getLogger("cinedub.asr")
 
@@ -40,7 +41,6 @@ LID_SCAN_S = 300  # ... found in the first 5 min (bounds the extra VAD pass on l
 
 from cinedub.ops.asr_guards import (  # noqa: E402,F401  (re-exported for callers and tests)
     MAX_NGRAM,
-    _cpu_threads,
     _note,
     choose_language,
     clean_words,
@@ -62,9 +62,27 @@ class AsrStage(Stage):
     """
 
     name = "asr"
-    version = "1"
+    version = "2"  # v2: seeded temperature fallback, temperature per segment, decoding settings recorded
+    inputs = ("tracks",)
+    output = "transcript"
+    record = Transcript
     config_sections = ("asr", "languages", "zh_script")
+    models = ("whisper",)
     resources = Resources(cpus=2, gpus=1)
+
+    @classmethod
+    def resources_for(cls, cfg: Config) -> Resources:
+        return Resources(cpus=2, gpus=1, batch_size=cfg.asr.batch_size, threads=cfg.asr.cpu_threads or None)
+
+    @classmethod
+    def model_names(cls, cfg: Config) -> list[str]:
+        device = cls.device_for(cfg)
+        return [f"{cfg.asr.model}:{resolve_compute_type(cfg.asr.compute_type, device)}"]
+
+    def process(self, ctx: StageContext, tracks: AudioTracks) -> Transcript:
+        """Transcribe the source's 16 kHz vocals, sampling the fallback with a seed derived from its hash."""
+        seed = self.cfg.asr.seed if self.cfg.asr.seed is not None else stable_seed(ctx.sha256, "asr")
+        return self.transcribe(Path(tracks.vocals_16k), seed=seed)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -73,7 +91,7 @@ class AsrStage(Stage):
         self.model_name = cfg.asr.model
         self.compute_type = resolve_compute_type(cfg.asr.compute_type, self.device)
         self.languages: list[str] = list(cfg.languages)
-        self._batched_lock = threading.Lock()  # BatchedInferencePipeline keeps per-call state (last_speech_timestamp)
+        self._decode_lock = threading.Lock()  # one decode at a time: the fallback seed is process-wide
 
     def setup(self) -> None:
         """Load the Whisper model (and the batched pipeline when ``asr.batch_size > 1``).
@@ -100,7 +118,7 @@ class AsrStage(Stage):
             device=device,
             device_index=int(index or 0),
             compute_type=self.compute_type,
-            cpu_threads=_cpu_threads(),
+            cpu_threads=self.threads_for(self.cfg),
             local_files_only=not self.cfg.allow_hub,
         )
         if asr.batch_size > 1:
@@ -115,10 +133,6 @@ class AsrStage(Stage):
         logger.info(
             "loaded %s on %s (%s) in %.1f s", self.model_name, self.device, self.compute_type, time.perf_counter() - t0
         )
-
-    def provenance(self) -> dict[str, Any]:
-        """Stage version plus the model folder (or hub id) and compute type (int8 vs float16 changes the text)."""
-        return {**super().provenance(), "model": self.model_name, "compute_type": self.compute_type}
 
     # -------------------------------------------------------------------------------------------------- language
 
@@ -157,12 +171,15 @@ class AsrStage(Stage):
 
     # -------------------------------------------------------------------------------------------------- process
 
-    def _transcribe(self, audio: np.ndarray, language: str) -> list[Any]:
+    def _transcribe(self, audio: np.ndarray, language: str, seed: int) -> list[Any]:
+        import ctranslate2
+
         asr = self.cfg.asr
         kwargs: dict[str, Any] = dict(
             language=language,
             task="transcribe",
             beam_size=asr.beam_size,
+            temperature=list(asr.temperatures),
             word_timestamps=True,
             vad_filter=asr.vad_filter,
             condition_on_previous_text=False,  # a hallucination cannot feed the next window
@@ -171,7 +188,7 @@ class AsrStage(Stage):
             no_speech_threshold=asr.no_speech_threshold,
         )
         if self.pipeline is None:
-            segments, _ = self.model.transcribe(audio, **kwargs)
+            segments, _ = self.model.transcribe(audio, **kwargs)  # lazy: decoding starts when iterated
         else:
             if not asr.vad_filter and len(audio) >= WINDOW_S * ASR_SAMPLE_RATE_HZ:
                 # the batched pipeline needs clips; without VAD cut plain 30 s windows (in seconds)
@@ -179,18 +196,21 @@ class AsrStage(Stage):
                 kwargs["clip_timestamps"] = [
                     {"start": float(s), "end": float(min(s + WINDOW_S, dur_s))} for s in range(0, int(dur_s), WINDOW_S)
                 ]
-            with self._batched_lock:
+            with self._decode_lock:
+                ctranslate2.set_random_seed(seed)
                 segments, _ = self.pipeline.transcribe(audio, batch_size=asr.batch_size, **kwargs)
                 return list(segments)
-        return list(segments)  # the generator does the decoding
+        with self._decode_lock:  # the seed is process-wide: one seeded decode at a time
+            ctranslate2.set_random_seed(seed)
+            return list(segments)  # the generator does the decoding
 
-    def process(self, audio_path: Path, out_json: Path, *, language: str | None = None) -> Transcript:
-        """Transcribe one 16 kHz mono FLAC and write its :class:`Transcript` JSON.
+    def transcribe(self, audio_path: Path, *, language: str | None = None, seed: int = 0) -> Transcript:
+        """Transcribe one 16 kHz mono FLAC.
 
         Args:
             audio_path: 16 kHz mono FLAC (``AudioTracks.vocals_16k`` or ``mix_16k``); source timeline.
-            out_json: where the transcript JSON goes (written atomically).
             language: force this ISO 639-1 code (skips language identification; probability 1.0).
+            seed: seed of the temperature-fallback sampling (the same seed and input give the same text).
 
         Returns:
             The transcript: segments in time order with words in integer ms, ``start_ms <= end_ms``, monotonic,
@@ -200,7 +220,7 @@ class AsrStage(Stage):
             MediaError: the audio cannot be read or is not 16 kHz.
         """
         self.ensure_setup()
-        audio_path, out_json = Path(audio_path), Path(out_json)
+        audio_path = Path(audio_path)
         t0 = time.perf_counter()
         try:
             audio, sr = load_audio(audio_path)
@@ -218,7 +238,7 @@ class AsrStage(Stage):
         else:
             lang, lang_prob, _ = self.detect_language(audio)
         t_lid = time.perf_counter()
-        raw_segments = self._transcribe(audio, lang) if len(audio) else []
+        raw_segments = self._transcribe(audio, lang, seed) if len(audio) else []
 
         zh_script = self.cfg.zh_script
         candidates: list[AsrSegment] = []
@@ -242,6 +262,7 @@ class AsrStage(Stage):
                     avg_logprob=float(seg.avg_logprob),
                     no_speech_prob=float(seg.no_speech_prob),
                     compression_ratio=float(seg.compression_ratio),
+                    temperature=float(getattr(seg, "temperature", 0.0) or 0.0),
                 )
             )
 
@@ -266,6 +287,7 @@ class AsrStage(Stage):
                     avg_logprob=seg.avg_logprob,
                     no_speech_prob=seg.no_speech_prob,
                     compression_ratio=seg.compression_ratio,
+                    temperature=seg.temperature,
                 )
             )
 
@@ -275,8 +297,16 @@ class AsrStage(Stage):
             segments=tuple(kept),
             model=self.model_name,
             dropped=tuple(dropped),
+            decoding=DecodingSettings(
+                beam_size=self.cfg.asr.beam_size,
+                temperatures=tuple(self.cfg.asr.temperatures) if self.pipeline is None else tuple(self.cfg.asr.temperatures[:1]),
+                seed=seed,
+                batch_size=self.cfg.asr.batch_size,
+                cpu_threads=self.threads_for(self.cfg),
+                compute_type=self.compute_type,
+                fallback_segments=sum(1 for c in candidates if c.temperature > 0),
+            ),
         )
-        transcript.to_json(out_json)
         elapsed = time.perf_counter() - t0
         logger.info(
             "%s: %.1f s audio in %.1f s (RTF %.2f, language id %.1f s); language %s p=%.3f%s; "

@@ -1,4 +1,4 @@
-"""Audio speaker diarization stage: 16 kHz vocals -> :class:`DiarizationResult` JSON (+ RTTM).
+"""Audio speaker diarization stage: 16 kHz vocals -> :class:`DiarizationResult` (+ RTTM).
 
 The back-end is chosen by ``DiarizationConfig.method``: "offline" (Silero VAD + GE2E d-vectors + clustering; its
 weights ship in the offline model pack) or "pyannote" (pyannote.audio 4.x from a local
@@ -8,7 +8,6 @@ array (pyannote gets ``{"waveform", "sample_rate"}``), never re-read from disk b
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,43 +18,50 @@ from cinedub.config import Config
 from cinedub.diarization.config import DiarizationConfig
 from cinedub.diarization.records import DiarizationResult, SpeakerEmbedding
 from cinedub.diarization.rttm import write_rttm
-from cinedub.errors import MediaError, ModelNotFoundError
+from cinedub.errors import MediaError
 from cinedub.media import load_audio
-from cinedub.stages.base import Resources, Stage
+from cinedub.models import model_name, model_path
+from cinedub.stages.base import Resources, Stage, StageContext
+from cinedub.types import AudioTracks, IngestResult, Record
 
 SAMPLE_RATE_HZ = 16_000
 
 
-def diarization_config(cfg: Config) -> DiarizationConfig:
-    """The ``diarization`` section of ``cfg`` (defaults until it is hooked into :class:`Config`)."""
-    section = getattr(cfg, "diarization", None)
-    if section is None:
-        return DiarizationConfig()
-    return section if isinstance(section, DiarizationConfig) else DiarizationConfig.model_validate(section)
-
-
 class DiarizationStage(Stage):
-    """Who speaks when, from the separated vocals.
+    """Who speaks when, from the separated vocals: :meth:`diarize` on a file, :meth:`diarize_array` on samples.
 
-    ``process(vocals_16k_path, out_json)`` writes ``out_json`` (the result), ``<out_json stem>.rttm`` (turns, for
-    scoring and tools) and, with ``embeddings_npy``, ``<out_json stem>.embeddings.npy``.
+    In the pipeline the RTTM of the turns (for scoring and tools) and, with ``embeddings_npy``, the speaker
+    embeddings go to the step's artifacts folder.
     """
 
     name: ClassVar[str] = "diarization"
     version: ClassVar[str] = "2"  # v2: ids "<source_id>-S<nn>" from the pipeline (v1 got a double dash)
+    inputs: ClassVar[tuple[str, ...]] = ("ingest", "tracks")
+    output: ClassVar[str] = "diarization"
+    record: ClassVar[type[Record]] = DiarizationResult
     config_sections: ClassVar[tuple[str, ...]] = ("diarization",)
-    resources: ClassVar[Resources] = Resources(cpus=1.0)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=0.5, gpu_memory_gb=2.0)
 
     def __init__(self, cfg: Config, dcfg: DiarizationConfig | None = None):
         super().__init__(cfg)
-        self.dcfg = dcfg or diarization_config(cfg)
+        self.dcfg = dcfg or cfg.diarization
         self.backend: Any = None
-        self.last_wall_s: float | None = None  # seconds the last process() spent diarizing (benchmark rows)
+        self.last_wall_s: float | None = None  # seconds the last diarize() spent diarizing (benchmark rows)
 
-    def cache_token(self) -> str:
-        """``name/version/hash`` of the diarization config (works before the section is part of :class:`Config`)."""
-        digest = hashlib.sha256(self.dcfg.model_dump_json().encode()).hexdigest()[:12]
-        return f"{self.name}/v{self.version}/{digest}"
+    @classmethod
+    def enabled(cls, cfg: Config) -> bool:
+        return cfg.run_diarization
+
+    @classmethod
+    def model_names(cls, cfg: Config) -> list[str]:
+        key = "pyannote" if cfg.diarization.method == "pyannote" else "speaker-embedding"
+        return [f"{cfg.diarization.method}:{model_name(cfg, key)}"]
+
+    def process(self, ctx: StageContext, ingest: IngestResult, tracks: AudioTracks) -> DiarizationResult:
+        """Diarize the source's 16 kHz vocals; speaker ids ``<source_id>-S<nn>``; the RTTM goes to the artifacts."""
+        result = self.diarize(tracks.vocals_16k, speaker_prefix=ctx.source_id, embeddings_dir=ctx.artifacts_dir)
+        write_rttm(ctx.artifacts_dir / "diarization.rttm", result.turns, ingest.source.episode)
+        return result
 
     def setup(self) -> None:
         """Load the chosen back-end's models once.
@@ -63,27 +69,15 @@ class DiarizationStage(Stage):
         Raises:
             ModelNotFoundError: GE2E ``pretrained.pt`` or the pyannote folder is missing (message says how to get it).
         """
-        models = Path(self.cfg.models_dir)
         if self.dcfg.method == "pyannote":
             from cinedub.diarization.pyannote_backend import PyannoteDiarizer
 
-            folder = models / self.dcfg.pyannote.model_dir_name
-            self.backend = PyannoteDiarizer(folder, self.dcfg, device=self.cfg.resolved_device())
+            folder = Path(self.cfg.models_dir) / self.dcfg.pyannote.model_dir_name  # checked by the back-end
+            self.backend = PyannoteDiarizer(folder, self.dcfg, device=self.device)
         else:
             from cinedub.diarization.offline import OfflineDiarizer
 
-            weights = models / self.dcfg.embedding.model_dir_name / "pretrained.pt"
-            if not weights.is_file():
-                raise ModelNotFoundError(
-                    f"speaker embedding weights not found: {weights}. Get resemblyzer/pretrained.pt from PyPI "
-                    "Resemblyzer==0.1.4, or set models_dir (CINEDUB_MODELS_DIR) to a folder that has it."
-                )
-            self.backend = OfflineDiarizer(weights, self.dcfg, device="cpu")
-
-    def provenance(self) -> dict[str, Any]:
-        out = super().provenance()
-        out["method"] = getattr(self.backend, "method", self.dcfg.method)
-        return out
+            self.backend = OfflineDiarizer(model_path(self.cfg, "speaker-embedding"), self.dcfg, device=self.device)
 
     def diarize_array(self, wav: np.ndarray, sample_rate_hz: int, *, speaker_prefix: str = "") -> DiarizationResult:
         """Diarize samples already in memory (``(n,)`` or ``(n, channels)`` float32; channels are averaged)."""
@@ -93,23 +87,23 @@ class DiarizationStage(Stage):
             wav = wav.mean(axis=1)
         return self.backend.diarize(wav, sample_rate_hz, speaker_prefix=speaker_prefix)
 
-    def process(
-        self, vocals_16k_path: str | Path, out_json: str | Path, *, speaker_prefix: str = "", uri: str | None = None
+    def diarize(
+        self, vocals_16k_path: str | Path, *, speaker_prefix: str = "", embeddings_dir: str | Path | None = None
     ) -> DiarizationResult:
-        """Diarize ``vocals_16k_path`` and write the result.
+        """Diarize ``vocals_16k_path``.
 
         Args:
             vocals_16k_path: mono 16 kHz FLAC/WAV (``AudioTracks.vocals_16k``).
-            out_json: result path; the RTTM goes next to it (``.rttm``).
             speaker_prefix: speaker ids become ``"<prefix>-S00"`` (pass the source id for episode-wide ids).
-            uri: recording id written in the RTTM (default: ``speaker_prefix`` or the audio file's stem).
+            embeddings_dir: with ``embeddings_npy`` set, the speaker embeddings go to
+                ``<embeddings_dir>/diarization.embeddings.npy`` instead of inline.
 
         Raises:
             MediaError: unreadable audio, or not 16 kHz for the offline back-end.
             ModelNotFoundError: see :meth:`setup`.
         """
         self.ensure_setup()
-        path, out_json = Path(vocals_16k_path), Path(out_json)
+        path = Path(vocals_16k_path)
         try:
             wav, sr = load_audio(path)
         except Exception as e:  # soundfile raises its own error types
@@ -119,24 +113,21 @@ class DiarizationStage(Stage):
         t0 = time.perf_counter()
         result = self.diarize_array(wav, sr, speaker_prefix=speaker_prefix)
         self.last_wall_s = time.perf_counter() - t0
-        if self.dcfg.embeddings_npy and result.embeddings:
-            result = _embeddings_to_npy(result, out_json)
-        result.to_json(out_json)
-        write_rttm(out_json.with_suffix(".rttm"), result.turns, uri or speaker_prefix or path.stem)
+        if self.dcfg.embeddings_npy and result.embeddings and embeddings_dir is not None:
+            result = _embeddings_to_npy(result, Path(embeddings_dir) / "diarization.embeddings.npy")
         return result
 
 
-def _embeddings_to_npy(result: DiarizationResult, out_json: Path) -> DiarizationResult:
-    """Move inline embeddings to ``<stem>.embeddings.npy`` (rows in ``speaker_ids`` order), keep a relative path."""
+def _embeddings_to_npy(result: DiarizationResult, npy: Path) -> DiarizationResult:
+    """Move inline embeddings to ``npy`` (rows in ``speaker_ids`` order), keep its path."""
     from dataclasses import replace
 
     from cinedub.diarization.records import save_npy_atomic
 
     matrix = result.embedding_matrix()
-    npy = out_json.with_name(out_json.stem + ".embeddings.npy")
     save_npy_atomic(npy, matrix)
     embs = tuple(
-        SpeakerEmbedding(e.speaker_id, e.model, e.dim, e.speech_ms, (), npy.name, i)
+        SpeakerEmbedding(e.speaker_id, e.model, e.dim, e.speech_ms, (), str(npy), i)
         for i, e in enumerate(result.embeddings)
     )
     return replace(result, embeddings=embs)

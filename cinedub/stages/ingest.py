@@ -1,6 +1,6 @@
 """Ingest: probe one input file and extract its first audio stream once, on the source timeline.
 
-Two FLAC files come out of one ffmpeg decode (:func:`cinedub.media.extract_audio_tracks`):
+Two FLAC files come out of one ffmpeg decode, in the step's artifacts folder (:func:`cinedub.media.extract_audio_tracks`):
 
 - ``mix_16k.flac``: mono 16 kHz, the input of ASR, VAD and diarization (Whisper and pyannote both expect 16 kHz).
 - ``mix_full.flac``: the native sample rate, stereo or mono as the source (more than two channels are downmixed
@@ -14,55 +14,17 @@ time 0 (an audio stream that starts late is padded at the start), so a sample in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from cinedub.errors import MediaError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, extract_audio_tracks, probe
-from cinedub.stages.base import Resources, Stage
-from cinedub.types import AudioTracks, Record, Source
+from cinedub.stages.base import Resources, Stage, StageContext
+from cinedub.types import IngestResult, Record, Source
 
 MIX_16K_NAME = "mix_16k.flac"
 MIX_FULL_NAME = "mix_full.flac"
-SOURCE_JSON_NAME = "source.json"
 MAX_MIX_CHANNELS = 2
-
-
-@dataclass(frozen=True)
-class IngestResult(Record):
-    """What ingest produced for one source.
-
-    Attributes:
-        source: the probed :class:`Source` (content hash, duration, fps, streams).
-        mix_16k: path of the mono 16 kHz FLAC, ``round(duration_ms * 16)`` samples long.
-        mix_full: path of the FLAC at ``full_rate_hz`` with ``channels`` channels.
-        full_rate_hz: native sample rate of the first audio stream (Hz).
-        channels: channels in ``mix_full`` (the source's, at most 2).
-    """
-
-    source: Source
-    mix_16k: str
-    mix_full: str
-    full_rate_hz: int
-    channels: int
-
-    _nested: ClassVar[dict[str, type]] = {"source": Source}
-
-    def unseparated_tracks(self) -> AudioTracks:
-        """The :class:`AudioTracks` of a source that is not separated: the mix stands in for the vocals."""
-        return AudioTracks(
-            mix_16k=self.mix_16k,
-            mix_full=self.mix_full,
-            vocals_16k=self.mix_16k,
-            separation="none",
-            full_rate_hz=self.full_rate_hz,
-        )
-
-
-def write_source_json(source: Source, work_dir: str | Path) -> Path:
-    """Write ``source`` to ``<work_dir>/source.json`` atomically; read it back with ``Source.from_json``."""
-    return source.to_json(Path(work_dir) / SOURCE_JSON_NAME)
 
 
 class IngestStage(Stage):
@@ -70,49 +32,47 @@ class IngestStage(Stage):
 
     Example::
 
-        stage = get_stage(IngestStage, cfg)
-        result = stage.process(Path("ep01.mp4"), source_work_dir(cfg, out_dir, source_id))
+        result = get_stage(IngestStage, cfg).ingest(Path("ep01.mp4"), work_dir)
     """
 
     name: ClassVar[str] = "ingest"
     version: ClassVar[str] = "1"
+    output: ClassVar[str] = "ingest"
+    record: ClassVar[type[Record]] = IngestResult
     config_sections: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[Resources] = Resources(cpus=1)
 
-    def probe(self, path: str | Path, *, require_video: bool = True) -> Source:
-        """Probe and hash ``path`` (see :func:`cinedub.media.probe`); audio is always required.
+    def process(self, ctx: StageContext) -> IngestResult:
+        """Probe ``ctx.source_path`` (with the run's hash) and extract its audio into ``ctx.artifacts_dir``."""
+        return self.ingest(ctx.source_path, ctx.artifacts_dir, require_video=True, sha256=ctx.sha256)
 
-        Raises:
-            MediaError: not media, truncated, no audio stream, or no video stream when ``require_video``.
-        """
-        return probe(path, require_video=require_video, require_audio=True)
-
-    def process(
+    def ingest(
         self,
         path: str | Path,
         work_dir: str | Path,
         *,
         require_video: bool = True,
+        sha256: str | None = None,
         source: Source | None = None,
     ) -> IngestResult:
-        """Probe ``path`` (unless ``source`` is given) and write ``mix_16k.flac``, ``mix_full.flac`` and
-        ``source.json`` into ``work_dir`` (this source's folder, e.g. :func:`cinedub.stages.base.source_work_dir`).
+        """Probe ``path`` and write ``mix_16k.flac`` and ``mix_full.flac`` into ``work_dir`` (created if missing).
 
         Files are written under temporary names and renamed, so a failure leaves nothing half-written, and a
         rerun overwrites the same names.
 
         Args:
             path: the media file.
-            work_dir: this source's intermediate folder (created if missing).
+            work_dir: folder for the audio files.
             require_video: fail on audio-only inputs (the film/TV pipeline needs frames).
-            source: the :class:`Source` from an earlier :meth:`probe` of the same file (skips a second hash).
+            sha256: the file's content hash when already known (skips a second read of the file).
+            source: the :class:`Source` of an earlier :func:`cinedub.media.probe` of the same file (skips probing).
 
         Raises:
             MediaError: the file is not usable (message names the file and the reason).
         """
         path = Path(path)
         if source is None:
-            source = self.probe(path, require_video=require_video)
+            source = probe(path, require_video=require_video, require_audio=True, sha256=sha256)
         elif require_video and not source.has_video:
             raise MediaError(path, "no video stream")
         if not source.audio_streams:
@@ -130,7 +90,6 @@ class IngestStage(Stage):
             ],
             duration_ms=source.duration_ms,
         )
-        write_source_json(source, work_dir)
         return IngestResult(
             source=source,
             mix_16k=str(mix_16k),

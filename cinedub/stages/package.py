@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,8 @@ from cinedub import __version__
 from cinedub.media import encode_flac, load_audio
 from cinedub.schema import SCHEMA_VERSION
 from cinedub.shards import write_source_shards
-from cinedub.stages.base import Resources, Stage
-from cinedub.types import AudioTracks, Clip, ClipList, Source, Transcript, Turn
+from cinedub.stages.base import Resources, Stage, StageContext
+from cinedub.types import AudioTracks, Clip, ClipList, IngestResult, ShardSet, Source, Transcript, Turn
 
 if TYPE_CHECKING:
     from cinedub.diarization.records import DiarizationResult
@@ -56,16 +55,6 @@ def _audio_column(path: str | None, clip: Clip, name: str) -> tuple[dict[str, An
         return None, None
     samples, sr = load_audio(path, start_ms=clip.start_ms, end_ms=clip.end_ms)
     return {"bytes": encode_flac(samples, sr), "path": f"{clip.clip_id}.{name}.flac"}, sr
-
-
-def clip_turns(clip_start_ms: int, clip_end_ms: int, turns: Sequence[Turn]) -> list[Turn]:
-    """The turns overlapping ``[clip_start_ms, clip_end_ms)``, cut to it (source timeline ms)."""
-    out = []
-    for t in turns:
-        s, e = max(t.start_ms, clip_start_ms), min(t.end_ms, clip_end_ms)
-        if e > s:
-            out.append(t if (s, e) == (t.start_ms, t.end_ms) else Turn(s, e, t.speaker_id, t.on_screen, t.face_track_id, t.overlap))
-    return out
 
 
 class _Visual:
@@ -136,7 +125,6 @@ def clip_rows(
     config_hash: str,
     models: Sequence[dict[str, str]],
     include_accompaniment: bool = True,
-    created_at: datetime | None = None,
     timeline: "DiarizationResult | None" = None,
     faces: "FaceTrackList | None" = None,
     asd: "AsdResult | None" = None,
@@ -145,21 +133,22 @@ def clip_rows(
 
     Args:
         models: ``{"stage", "name", "version"}`` dicts for the provenance column.
-        created_at: run time stamped on every row (the only field that differs between identical runs).
-        timeline: the fused diarization of the source (turns with on-screen flags and face tracks, overlaps).
+        timeline: the fused diarization of the source (its overlaps go into the rows; turns come with the clips).
+
+    Rows hold nothing that varies between runs (no run time, host or path): the same input and configuration give
+    byte-identical shards. Run times are in the run report and the manifest.
         faces / asd: the visual stages' results (frame-level faces of the speaking tracks go into each row).
     """
     from cinedub.ops.fusion import scene_type_candidates
 
     visual = _Visual(faces, asd) if faces is not None else None
-    created_at = created_at or datetime.now(timezone.utc)
     vocal_path = tracks.vocals or tracks.mix_full
     split = split_for(source.sha256)
     for clip in clips:
         vocals, sr = _audio_column(vocal_path, clip, "vocals")
         accomp, _ = _audio_column(tracks.accompaniment, clip, "accompaniment") if include_accompaniment else (None, None)
         text = clip.text
-        turns = clip_turns(clip.start_ms, clip.end_ms, timeline.turns) if timeline is not None else list(clip.turns)
+        turns = list(clip.turns)
         overlaps = [
             {"start_ms": max(o.start_ms, clip.start_ms), "end_ms": min(o.end_ms, clip.end_ms), "speaker_ids": list(o.speaker_ids)}
             for o in (timeline.overlaps if timeline is not None else ())
@@ -208,7 +197,6 @@ def clip_rows(
                 "separation": tracks.separation,
                 "models": list(models),
                 "review_status": "unreviewed",
-                "created_at": created_at,
             },
         }
 
@@ -217,11 +205,36 @@ class PackageStage(Stage):
     """Writes a source's clips as Parquet shards (``shards/<source_id>-NNNNN.parquet``)."""
 
     name = "package"
-    version = "1"
+    version = "2"  # v2: no run time in the rows (byte-identical shards), turns from the clips
+    inputs = ("ingest", "tracks", "transcript", "clips", "timeline", "faces", "asd")
+    optional = frozenset({"timeline", "faces", "asd"})
+    output = "package"
+    record = ShardSet
     config_sections = ("shards",)
     resources = Resources(cpus=1)
 
+    @classmethod
+    def key_parts(cls, cfg, out_dir: Path) -> tuple[str, ...]:
+        # the shards land in out_dir and every row records the config hash
+        return (str(Path(out_dir).resolve()), cfg.config_hash())
+
     def process(
+        self,
+        ctx: StageContext,
+        ingest: IngestResult,
+        tracks: AudioTracks,
+        transcript: Transcript,
+        clips: ClipList,
+        timeline: "DiarizationResult | None",
+        faces: "FaceTrackList | None",
+        asd: "AsdResult | None",
+    ) -> ShardSet:
+        """Write the shards of one source into ``ctx.out_dir``, replacing any earlier set."""
+        shards = self.write(ingest.source, tracks, transcript, clips, ctx.out_dir, models=ctx.provenance,
+                            timeline=timeline, faces=faces, asd=asd)
+        return ShardSet(ingest.source.source_id, tuple(str(p.resolve()) for p in shards), len(clips.clips))
+
+    def write(
         self,
         source: Source,
         tracks: AudioTracks,

@@ -21,11 +21,12 @@ import soundfile as sf
 
 from cinedub.errors import ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, write_flac
-from cinedub.models import resolve_model_dir
-from cinedub.stages.base import Resources, Stage
-from cinedub.stages.ingest import IngestResult
+from cinedub.models import is_present, resolve_model_dir
+from cinedub.config import Config
+from cinedub.stages.base import Resources, Stage, StageContext
+
 from cinedub.timebase import ms_to_sample
-from cinedub.types import AudioTracks
+from cinedub.types import AudioTracks, IngestResult, Record
 
 VOCALS_NAME = "vocals.flac"
 ACCOMPANIMENT_NAME = "accompaniment.flac"
@@ -65,8 +66,31 @@ class SeparationStage(Stage):
 
     name: ClassVar[str] = "separation"
     version: ClassVar[str] = "1"
+    inputs: ClassVar[tuple[str, ...]] = ("ingest",)
+    output: ClassVar[str] = "tracks"
+    record: ClassVar[type[Record]] = AudioTracks
     config_sections: ClassVar[tuple[str, ...]] = ("separation",)
+    models: ClassVar[tuple[str, ...]] = ("demucs",)
     resources: ClassVar[Resources] = Resources(cpus=2, gpus=1, gpu_memory_gb=4)
+
+    @classmethod
+    def model_names(cls, cfg: Config) -> list[str]:
+        """``demucs:<model>@<sig>+<sig>``: the model and the checkpoint signatures its yaml lists (a different
+        checkpoint is a different output), or "none"."""
+        sep = cfg.separation
+        if sep.method == "none":
+            return ["none"]
+        import yaml
+
+        name = f"demucs:{sep.model}"
+        if is_present(cfg, "demucs"):
+            bag = yaml.safe_load((resolve_model_dir(cfg, "demucs") / f"{sep.model}.yaml").read_text("utf-8")) or {}
+            name += "@" + "+".join(str(m) for m in bag.get("models", []))
+        return [name]
+
+    def process(self, ctx: StageContext, ingest: IngestResult) -> AudioTracks:
+        """Separate the source's mix into ``ctx.artifacts_dir`` (see :meth:`separate`)."""
+        return self.separate(ingest, ctx.artifacts_dir)
 
     separator: Any = None
     model_dir: Path | None = None
@@ -123,7 +147,7 @@ class SeparationStage(Stage):
         """The model's sample rate (Hz); None when not separating."""
         return None if self.separator is None else int(self.separator.samplerate)
 
-    def process(self, ingest: IngestResult, out_dir: str | Path) -> AudioTracks:
+    def separate(self, ingest: IngestResult, out_dir: str | Path) -> AudioTracks:
         """Separate ``ingest.mix_full`` and write ``vocals.flac``, ``accompaniment.flac`` (model rate, model channels)
         and ``vocals_16k.flac`` (mono 16 kHz) into ``out_dir``.
 
@@ -181,18 +205,3 @@ class SeparationStage(Stage):
             separated_rate_hz=model_sr,
             full_rate_hz=ingest.full_rate_hz,
         )
-
-    def provenance(self) -> dict[str, Any]:
-        """Stage, version and the model: "demucs:<name>" plus the checkpoint signatures its yaml lists."""
-        prov: dict[str, Any] = {"stage": self.name, "version": self.version}
-        sep = self.cfg.separation
-        if sep.method == "none":
-            prov["model"] = "none"
-            return prov
-        prov["model"] = f"demucs:{sep.model}"
-        if self.model_dir is not None:
-            import yaml
-
-            bag = yaml.safe_load((self.model_dir / f"{sep.model}.yaml").read_text(encoding="utf-8")) or {}
-            prov["signatures"] = list(bag.get("models", []))
-        return prov

@@ -23,9 +23,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from cinedub.errors import MediaError
-from cinedub.stages.base import Resources, Stage
-from cinedub.timebase import frame_to_ms
-from cinedub.types import Shot, ShotList, Source
+from cinedub.config import Config
+from cinedub.stages.base import Resources, Stage, StageContext
+from cinedub.timebase import frame_duration_ms, frame_to_ms, seconds_to_ms
+from cinedub.types import IngestResult, Shot, ShotList, Source
 
 logger = logging.getLogger("cinedub.shots")
 
@@ -56,7 +57,7 @@ def shots_from_cuts(
     def ms(frame: int) -> int:
         if frame_ms is not None and frame < len(frame_ms):
             return frame_ms[frame]
-        return round(frame_to_ms(frame, fps))
+        return frame_to_ms(frame, fps)
 
     return [
         Shot(index=i, start_frame=a, end_frame=b, start_ms=ms(a), end_ms=ms(b))
@@ -93,8 +94,19 @@ class ShotStage(Stage):
 
     name = "shots"
     version = "2"  # v2: decode-order frame indices, PTS times on VFR sources
+    inputs = ("ingest",)
+    output = "shots"
+    record = ShotList
     config_sections = ("shots",)
     resources = Resources(cpus=1)
+
+    @classmethod
+    def model_names(cls, cfg: Config) -> list[str]:
+        return [f"scenedetect:{cfg.shots.detector}"]
+
+    def process(self, ctx: StageContext, ingest: IngestResult) -> ShotList:
+        """The shots of the source's video."""
+        return self.detect(Path(ingest.source.path), ingest.source)
 
     def _detector(self):
         from scenedetect import AdaptiveDetector, ContentDetector
@@ -109,13 +121,12 @@ class ShotStage(Stage):
             min_content_val=c.min_content_val,
         )
 
-    def process(self, video_path: Path, source: Source, out_json: Path, *, show_progress: bool = False) -> ShotList:
-        """Detect the shots of ``video_path`` and write the :class:`ShotList` JSON atomically to ``out_json``.
+    def detect(self, video_path: Path, source: Source, *, show_progress: bool = False) -> ShotList:
+        """Detect the shots of ``video_path``.
 
         Args:
             video_path: the source's media file.
             source: its probed record (``fps`` must be set: the exact frame rate).
-            out_json: where the ShotList goes.
             show_progress: draw PySceneDetect's tqdm progress bar on stderr.
 
         Returns:
@@ -130,7 +141,7 @@ class ShotStage(Stage):
             raise MediaError(video_path, "no video stream: shot detection needs one")
         t0 = time.perf_counter()
         try:
-            video = open_video(str(video_path), backend=BACKEND)
+            video = open_video(str(Path(video_path).absolute()), backend=BACKEND)
         except Exception as e:  # scenedetect raises VideoOpenFailure, OSError, ... for unreadable files
             raise MediaError(video_path, f"cannot open video for shot detection ({e})") from None
         manager = SceneManager()
@@ -158,15 +169,14 @@ class ShotStage(Stage):
             cuts.append(i)
         frame_ms = None
         if source.variable_frame_rate:
-            times = [round(tc.seconds * 1000) for tc in positions]
-            frame_ms = times + [times[-1] + round(1000 / source.fps)]
+            times = [seconds_to_ms(tc.seconds) for tc in positions]
+            frame_ms = times + [times[-1] + frame_duration_ms(source.fps)]
         shots = ShotList(
             fps=source.fps,
             n_frames=n_frames,
             shots=tuple(shots_from_cuts(cuts, n_frames, source.fps, frame_ms)),
             detector=self.cfg.shots.detector,
         )
-        shots.to_json(out_json)
         logger.info(
             "%s: %d shots (cuts at frames %s) in %.1f s",
             Path(video_path).name,

@@ -1,4 +1,4 @@
-"""DiarizationStage: config picks the back-end, process() writes JSON + RTTM."""
+"""DiarizationStage: config picks the back-end; diarize() returns the result, embeddings optionally in a .npy."""
 
 from __future__ import annotations
 
@@ -11,32 +11,33 @@ import pytest
 from cinedub.config import Config
 from cinedub.diarization.config import DiarizationConfig
 from cinedub.diarization.records import DiarizationResult
-from cinedub.diarization.rttm import read_rttm
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.stages.diarization import DiarizationStage
 
 
-def test_offline_stage_writes_result_and_rttm(cfg, media_dir: Path, tmp_path):
-    stage = DiarizationStage(cfg, DiarizationConfig(num_threads=1, embeddings_npy=True))
+def test_offline_stage_result_and_embeddings_file(cfg, media_dir: Path, tmp_path):
+    dcfg = DiarizationConfig(num_threads=1, embeddings_npy=True)
+    stage = DiarizationStage(cfg.model_copy(update={"diarization": dcfg}))
     out = tmp_path / "src" / "diarization.json"
-    res = stage.process(media_dir / "en_2spk_audio" / "sample.wav", out, speaker_prefix="abc123")
+    res = stage.diarize(media_dir / "en_2spk_audio" / "sample.wav", speaker_prefix="abc123", embeddings_dir=out.parent)
+    res.to_json(out)
     assert res.num_speakers == 2 and res.speaker_ids == ("abc123-S00", "abc123-S01")
+    assert res.method == "offline:silero-vad+ge2e+ahc"
     back = DiarizationResult.from_json(out)
     assert back.turns == res.turns and back.overlaps == res.overlaps
     emb = back.embedding_matrix(out.parent)
     assert emb.shape == (2, 256) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
     assert (out.parent / "diarization.embeddings.npy").is_file()
     assert json.loads(out.read_text())["embeddings"][0]["vector"] == []
-    rttm = read_rttm(out.with_suffix(".rttm"), "abc123")
-    assert [(t.start_ms, t.end_ms, t.speaker_id) for t in rttm] == [(t.start_ms, t.end_ms, t.speaker_id) for t in res.turns]
-    assert stage.provenance()["method"] == "offline:silero-vad+ge2e+ahc"
-    assert stage.cache_token().startswith(f"diarization/v{stage.version}/")
+    assert DiarizationStage.cache_token(cfg).startswith(f"diarization/v{DiarizationStage.version}/")
+    assert DiarizationStage.cache_token(cfg) != DiarizationStage.cache_token(
+        cfg.model_copy(update={"diarization": DiarizationConfig(min_turn_ms=cfg.diarization.min_turn_ms + 10)}))
 
 
 def test_stage_rejects_non_16k_audio_offline(cfg, media_dir: Path, tmp_path):
     stage = DiarizationStage(cfg, DiarizationConfig(num_threads=1))
     with pytest.raises(MediaError, match="16 kHz"):
-        stage.process(media_dir / "asr" / "jfk.flac", tmp_path / "x.json")  # 44.1 kHz stereo
+        stage.diarize(media_dir / "asr" / "jfk.flac")  # 44.1 kHz stereo
 
 
 def test_missing_models_are_reported(tmp_path):
@@ -55,10 +56,10 @@ def test_pyannote_stage_from_models_dir(community1: Path, tmp_path, media_dir: P
     wav, sr = sf.read(str(media_dir / "en_2spk_audio" / "sample.wav"), start=16000 * 7, stop=16000 * 17, dtype="float32")
     clip = tmp_path / "clip.flac"
     sf.write(str(clip), wav, sr)
-    res = stage.process(clip, tmp_path / "out.json")
+    res = stage.diarize(clip)
     assert res.method == "pyannote:speaker-diarization-community-1"
+    res.to_json(tmp_path / "out.json")
     assert DiarizationResult.from_json(tmp_path / "out.json") == res
-    assert (tmp_path / "out.rttm").is_file()
 
 
 def test_bench_command_prints_scores_and_a_row(models_dir: Path, media_dir: Path, tmp_path, capsys):

@@ -39,33 +39,26 @@ def _truth_turns(media_dir: Path, source_id: str):
 
 def _build_source(cfg, media: Path, work: Path, out: Path, turns_for) -> list[dict]:
     """Build and write the shards of one source; returns its clips as ``{clip_id, source_id, index, language,
-    text}`` dicts in clip order."""
-    from cinedub.ops.segment import segment_clips
+    text}`` dicts in clip order. The declared pipeline runs up to the clips without diarization and visual stages;
+    speakers come from ``turns_for(source, transcript)`` (ground truth) instead."""
+    from cinedub.ops.segment import clip_turns
     from cinedub.ops.words_to_speakers import assign_word_speakers
+    from cinedub.pipeline import run_source
     from cinedub.shards import write_source_shards
-    from cinedub.stages.asr import AsrStage
-    from cinedub.stages.base import get_stage
-    from cinedub.stages.ingest import IngestStage
-    from cinedub.stages.package import clip_rows, clip_turns
-    from cinedub.stages.separation import SeparationStage
-    from cinedub.stages.shots import ShotStage
+    from cinedub.stages.package import clip_rows
 
-    work.mkdir(parents=True, exist_ok=True)
-    ingest = get_stage(IngestStage, cfg).process(media, work)
-    source = ingest.source
-    tracks = get_stage(SeparationStage, cfg).process(ingest, work / "sep")
-    transcript = get_stage(AsrStage, cfg).process(Path(tracks.vocals_16k), work / "asr.json")
-    shots = get_stage(ShotStage, cfg).process(Path(source.path), source, work / "shots.json")
+    run = run_source(media, work, cfg.model_copy(update={"run_diarization": False, "run_visual": False}),
+                     until="clips")
+    source, tracks, transcript = run["ingest"].source, run["tracks"], run["transcript"]
     turns = turns_for(source, transcript)
     words = assign_word_speakers(transcript.words, turns)
     it = iter(words)
     segments = tuple(replace(s, words=tuple(next(it) for _ in s.words)) for s in transcript.segments)
     transcript = replace(transcript, segments=segments)
-    clips = [replace(c, turns=tuple(clip_turns(c.start_ms, c.end_ms, turns))) for c in
-             segment_clips(source, transcript.words, shots, cfg.segmentation)]
+    clips = [replace(c, words=tuple(assign_word_speakers(c.words, turns)),
+                     turns=tuple(clip_turns(c.start_ms, c.end_ms, turns))) for c in run["clips"].clips]
     rows = clip_rows(source, tracks, transcript, clips, config_hash=cfg.config_hash(),
-                     models=[{"stage": "asr", "name": cfg.asr.model, "version": AsrStage.version}],
-                     include_accompaniment=False)
+                     models=list(run.plan.provenance), include_accompaniment=False)
     write_source_shards(rows, out, source.source_id, cfg.shards)
     return [{"clip_id": c.clip_id, "source_id": source.source_id, "index": c.index, "language": transcript.language,
              "text": c.text} for c in clips]

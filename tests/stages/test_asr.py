@@ -62,7 +62,9 @@ def transcribe(asr_stage: AsrStage, audio_16k: dict[str, Path], tmp_path_factory
         if key not in done:
             t0 = time.perf_counter()
             path = out / f"{key}.transcript.json"
-            done[key] = (asr_stage.process(audio_16k[key], path), path, time.perf_counter() - t0)
+            transcript = asr_stage.transcribe(audio_16k[key])
+            transcript.to_json(path)
+            done[key] = (transcript, path, time.perf_counter() - t0)
         return done[key]
 
     return run
@@ -146,7 +148,7 @@ def test_language_id_never_leaves_the_configured_languages(asr_stage, media_dir,
 @pytest.mark.slow
 def test_forced_language_and_traditional_script(cfg, audio_16k, tmp_path):
     stage = get_stage(AsrStage, cfg.model_copy(update={"zh_script": "traditional"}))
-    transcript = stage.process(audio_16k["aishell"], tmp_path / "t.json", language="zh")
+    transcript = stage.transcribe(audio_16k["aishell"], language="zh")
     assert transcript.language == "zh" and transcript.language_probability == 1.0
     assert transcript.text and to_traditional(transcript.text) == transcript.text
     assert "協會" in transcript.text  # 协会 of the reference, in Traditional
@@ -154,9 +156,9 @@ def test_forced_language_and_traditional_script(cfg, audio_16k, tmp_path):
 
 def test_rejects_audio_that_is_not_16k(asr_stage, media_dir, tmp_path):
     with pytest.raises(MediaError, match="16000 Hz"):
-        asr_stage.process(media_dir / "asr" / "jfk.flac", tmp_path / "x.json")  # 44.1 kHz stereo original
+        asr_stage.transcribe(media_dir / "asr" / "jfk.flac")  # 44.1 kHz stereo original
     with pytest.raises(MediaError, match="cannot read audio"):
-        asr_stage.process(tmp_path / "missing.flac", tmp_path / "x.json")
+        asr_stage.transcribe(tmp_path / "missing.flac")
 
 
 def test_missing_model_names_where_to_get_it(tmp_path):

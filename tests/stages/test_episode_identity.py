@@ -2,8 +2,8 @@
 
 The source is dialogue_5shots cut and concatenated with ffmpeg: shot 1 (KH, 0-8 s), shot 2 (ES, 8-13.015 s), then
 shot 1 again. KH's two appearances are 13 s apart and fall into different clips; they must carry the same speaker
-id, and ES another one. Stages run without Prefect (ingest -> ASR -> shots -> diarization -> words to speakers ->
-segmentation).
+id, and ES another one. The declared pipeline runs without Prefect up to the clips, without the visual stages
+(ingest -> ASR -> shots -> diarization -> fusion -> segmentation).
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from cinedub.ops.segment import segment_clips
-from cinedub.ops.words_to_speakers import assign_word_speakers
-from cinedub.stages.asr import AsrStage
-from cinedub.stages.base import get_stage
-from cinedub.stages.diarization import DiarizationStage
-from cinedub.stages.ingest import IngestStage
-from cinedub.stages.shots import ShotStage
+from cinedub.pipeline import run_source
 
 
 def test_returning_speaker_keeps_one_id_across_clips(cfg, media_dir, tmp_path):
@@ -31,13 +25,8 @@ def test_returning_speaker_keeps_one_id_across_clips(cfg, media_dir, tmp_path):
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"),
                     "-c", "copy", str(episode)], check=True)
 
-    work = tmp_path / "work"
-    ing = get_stage(IngestStage, cfg).process(episode, work)
-    transcript = get_stage(AsrStage, cfg).process(ing.mix_16k, work / "asr.json")
-    shots = get_stage(ShotStage, cfg).process(episode, ing.source, work / "shots.json")
-    diar = get_stage(DiarizationStage, cfg).process(ing.mix_16k, work / "diar.json", speaker_prefix=ing.source.source_id)
-    words = assign_word_speakers(transcript.words, diar.exclusive_turns)
-    clips = segment_clips(ing.source, words, shots, cfg.segmentation)
+    run = run_source(episode, tmp_path / "out", cfg.model_copy(update={"run_visual": False}), until="clips")
+    ing, diar, clips = run["ingest"], run["diarization"], run["clips"].clips
 
     b1, b2 = 8000, 13015  # where the second and the third part start
     def speaker_of(lo, hi):

@@ -14,9 +14,10 @@ import soundfile as sf
 
 from cinedub.config import Config
 from cinedub.errors import MediaError
-from cinedub.stages.ingest import IngestResult, IngestStage, write_source_json
+from cinedub.media import probe
+from cinedub.stages.ingest import IngestStage
+from cinedub.types import IngestResult, Source
 from cinedub.timebase import ms_to_sample
-from cinedub.types import Source
 
 # (file, README duration s, expected Source fields); rates and channels of the first audio stream are ffprobe's
 CASES = {
@@ -65,7 +66,7 @@ def _lag(a: np.ndarray, b: np.ndarray) -> int:
 @pytest.mark.parametrize("rel", list(CASES))
 def test_ingest_real_media(stage: IngestStage, media_dir: Path, tmp_path: Path, rel: str):
     readme_s, expected, (rate, channels) = CASES[rel]
-    result = stage.process(media_dir / rel, tmp_path)
+    result = stage.ingest(media_dir / rel, tmp_path)
     src = result.source
 
     for key, value in expected.items():
@@ -90,9 +91,8 @@ def test_ingest_real_media(stage: IngestStage, media_dir: Path, tmp_path: Path, 
     mix16, _ = sf.read(result.mix_16k, dtype="float32")
     assert float(np.sqrt(np.mean(mix16**2))) > 1e-3
 
-    # nothing but the three outputs (no temporary files left)
-    assert sorted(p.name for p in _files(tmp_path)) == ["mix_16k.flac", "mix_full.flac", "source.json"]
-    assert Source.from_json(tmp_path / "source.json") == src
+    # nothing but the two outputs (no temporary files left)
+    assert sorted(p.name for p in _files(tmp_path)) == ["mix_16k.flac", "mix_full.flac"]
 
 
 def test_both_mixes_share_the_timeline(stage: IngestStage, media_dir: Path, tmp_path: Path):
@@ -100,7 +100,7 @@ def test_both_mixes_share_the_timeline(stage: IngestStage, media_dir: Path, tmp_
     import torch
     from torchaudio.functional import resample
 
-    result = stage.process(media_dir / "en_film_titanic/test1.mp4", tmp_path)
+    result = stage.ingest(media_dir / "en_film_titanic/test1.mp4", tmp_path)
     mix16, _ = sf.read(result.mix_16k, dtype="float32")
     full, sr = sf.read(result.mix_full, dtype="float32", always_2d=True)
     down = resample(torch.from_numpy(full.mean(axis=1)), sr, 16000).numpy()[: len(mix16)]
@@ -118,8 +118,8 @@ def test_late_audio_is_padded_onto_the_source_timeline(stage: IngestStage, media
          "-map", "0:v", "-map", "1:a", "-c", "copy", str(delayed)],
         check=True,
     )
-    a = stage.process(orig, tmp_path / "orig")
-    b = stage.process(delayed, tmp_path / "delayed")
+    a = stage.ingest(orig, tmp_path / "orig")
+    b = stage.ingest(delayed, tmp_path / "delayed")
     assert abs(b.source.duration_ms - (a.source.duration_ms + 500)) <= 40
     x, _ = sf.read(a.mix_16k, dtype="float32")
     y, _ = sf.read(b.mix_16k, dtype="float32")
@@ -129,27 +129,27 @@ def test_late_audio_is_padded_onto_the_source_timeline(stage: IngestStage, media
 
 
 def test_source_id_is_the_content_hash(stage: IngestStage, media_dir: Path, tmp_path: Path):
-    a = stage.probe(media_dir / "en_monologue/englishvideo.mp4")
-    b = stage.probe(media_dir / "en_monologue/englishvideo.mp4")
+    a = probe(media_dir / "en_monologue/englishvideo.mp4")
+    b = probe(media_dir / "en_monologue/englishvideo.mp4")
     renamed = tmp_path / "another_name.mp4"
     shutil.copyfile(media_dir / "en_monologue/englishvideo.mp4", renamed)
-    c = stage.probe(renamed)
-    other = stage.probe(media_dir / "dialogue_5shots/dialogue_5shots.mp4")
+    c = probe(renamed)
+    other = probe(media_dir / "dialogue_5shots/dialogue_5shots.mp4")
     assert a.source_id == b.source_id == c.source_id
     assert c.episode == "another_name" and c.path != a.path
     assert other.source_id != a.source_id
 
 
 def test_records_round_trip(stage: IngestStage, media_dir: Path, tmp_path: Path):
-    result = stage.process(media_dir / "en_film_titanic/test1.mp4", tmp_path)
+    result = stage.ingest(media_dir / "en_film_titanic/test1.mp4", tmp_path)
     assert IngestResult.from_json(result.to_json(tmp_path / "ingest.json")) == result
-    assert Source.from_json(write_source_json(result.source, tmp_path / "again")) == result.source
+    assert Source.from_json(result.source.to_json(tmp_path / "again" / "source.json")) == result.source
     tracks = result.unseparated_tracks()
     assert tracks.vocals_16k == result.mix_16k and tracks.separation == "none" and tracks.vocals is None
 
 
 def test_audio_only_source_when_video_not_required(stage: IngestStage, media_dir: Path, tmp_path: Path):
-    result = stage.process(media_dir / "asr/jfk.flac", tmp_path, require_video=False)
+    result = stage.ingest(media_dir / "asr/jfk.flac", tmp_path, require_video=False)
     assert not result.source.has_video and result.source.fps is None
     assert result.source.duration_ms == 11000  # README: 11 s
     assert sf.info(result.mix_16k).frames == 11 * 16000
@@ -230,18 +230,18 @@ def test_bad_input_raises_media_error(stage: IngestStage, media_dir: Path, tmp_p
     path = build(media_dir, src_dir)
     work = tmp_path / "work"
     with pytest.raises(MediaError) as info:
-        stage.process(path, work)
+        stage.ingest(path, work)
     err = info.value
     assert err.path == str(path)
     assert str(path) in str(err)
     assert reason in err.reason, err.reason
-    assert _files(work) == []  # no partial FLAC, no source.json
+    assert _files(work) == []  # no partial FLAC
 
 
 def test_mdat_cut_reports_how_far_the_data_goes(stage: IngestStage, media_dir: Path, tmp_path: Path):
     path = _mdat_cut_70(media_dir, tmp_path)
     with pytest.raises(MediaError) as info:
-        stage.probe(path)
+        probe(path)
     # "truncated: video stream 0 ends at 7.43 s of the declared 9.97 s": the data stops well before the end
     words = info.value.reason.split()
     reached, declared = float(words[words.index("at") + 1]), float(words[words.index("declared") + 1])
@@ -256,10 +256,10 @@ def test_file_cut_after_probe_leaves_nothing(stage: IngestStage, media_dir: Path
          "-movflags", "+faststart", str(fast)],
         check=True,
     )
-    source = stage.probe(fast)
+    source = probe(fast)
     data = fast.read_bytes()
     fast.write_bytes(data[: int(len(data) * 0.7)])
     work = tmp_path / "work"
     with pytest.raises(MediaError, match="truncated during audio decode"):
-        stage.process(fast, work, source=source)
+        stage.ingest(fast, work, source=source)
     assert _files(work) == []

@@ -7,22 +7,15 @@ from collections import Counter
 
 import pytest
 
-from cinedub.media import extract_audio, probe
 from cinedub.ops.segment import segment_source
-from cinedub.stages.asr import AsrStage
-from cinedub.stages.base import get_stage
-from cinedub.stages.shots import ShotStage
+from cinedub.pipeline import run_source
 
 
 @pytest.fixture(scope="module")
 def dialogue(cfg, media_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("seg")
-    path = media_dir / "dialogue_5shots/dialogue_5shots.mp4"
-    src = probe(path)
-    audio = extract_audio(path, d / "a16k.flac")
-    transcript = get_stage(AsrStage, cfg).process(audio, d / "asr.json")
-    shots = get_stage(ShotStage, cfg).process(path, src, d / "shots.json")
-    return src, transcript, shots
+    run = run_source(media_dir / "dialogue_5shots/dialogue_5shots.mp4", tmp_path_factory.mktemp("seg"), cfg,
+                     until="shots")
+    return run["ingest"].source, run["transcript"], run["shots"]
 
 
 def test_clips_respect_bounds_words_and_shots(cfg, dialogue, media_dir):

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from cinedub.config import Config
 from cinedub.errors import ModelNotFoundError
-from cinedub.stages.ingest import IngestResult, IngestStage
+from cinedub.stages.ingest import IngestStage
+from cinedub.types import IngestResult
 from cinedub.stages.separation import SeparationStage
 from cinedub.testing import build_random_demucs_repo
 from cinedub.timebase import ms_to_sample
@@ -61,7 +62,7 @@ def titanic_5s(media_dir: Path, tmp_path_factory) -> IngestResult:
          str(cut)],
         check=True,
     )
-    return IngestStage(Config.load(device="cpu")).process(cut, work)
+    return IngestStage(Config.load(device="cpu")).ingest(cut, work)
 
 
 def _cfg(models_root: Path, **overrides) -> Config:
@@ -75,7 +76,7 @@ def test_random_htdemucs_separates_real_film_audio_offline(
     from torchaudio.functional import resample
 
     stage = SeparationStage(_cfg(models_root))
-    tracks = stage.process(titanic_5s, tmp_path)
+    tracks = stage.separate(titanic_5s, tmp_path)
     assert no_network.attempts == []
 
     duration_ms = titanic_5s.source.duration_ms
@@ -107,11 +108,10 @@ def test_random_htdemucs_separates_real_film_audio_offline(
     corr = [np.corrcoef(v16_data[160:m], ref[160 + k : m + k])[0, 1] for k in (-2, -1, 0, 1, 2)]
     assert int(np.argmax(corr)) == 2 and corr[2] > 0.98, corr
 
-    assert stage.provenance() == {
+    assert SeparationStage.provenance(stage.cfg) == {
         "stage": "separation",
-        "version": "1",
-        "model": "demucs:htdemucs",
-        "signatures": ["955717e8"],
+        "version": SeparationStage.version,
+        "name": "demucs:htdemucs@955717e8",
     }
 
 
@@ -148,10 +148,10 @@ def test_segment_longer_than_the_model_allows(models_root: Path):
 
 def test_method_none_passes_the_mix_through(titanic_5s: IngestResult, tmp_path: Path):
     stage = SeparationStage(_cfg(tmp_path / "no_models", separation={"method": "none"}))
-    tracks = stage.process(titanic_5s, tmp_path)
+    tracks = stage.separate(titanic_5s, tmp_path)
     assert stage.separator is None
     assert tracks.separation == "none"
     assert tracks.vocals_16k == titanic_5s.mix_16k
     assert tracks.vocals is None and tracks.accompaniment is None and tracks.separated_rate_hz is None
     assert list(tmp_path.iterdir()) == []  # nothing written
-    assert stage.provenance()["model"] == "none"
+    assert SeparationStage.provenance(stage.cfg)["name"] == "none"

@@ -25,8 +25,8 @@ def stage(cfg):
 
 def _detect(stage, path, tmp_path, **probe_kw):
     src = probe(path, **probe_kw)
-    shots = stage.process(path, src, tmp_path / "shots.json")
-    assert ShotList.from_json(tmp_path / "shots.json") == shots  # written atomically, round-trips
+    shots = stage.detect(path, src)
+    assert ShotList.from_json(shots.to_json(tmp_path / "shots.json")) == shots  # round-trips
     # shots tile the video: [0, n_frames) without gaps, ms from the same frames
     assert shots.shots[0].start_frame == 0 and shots.shots[-1].end_frame == shots.n_frames
     for a, b in zip(shots.shots, shots.shots[1:]):
@@ -119,4 +119,4 @@ def test_vfr_source_indices_are_decode_order(stage, media_dir, tmp_path):
 def test_audio_only_source_is_refused(stage, media_dir, tmp_path):
     path = media_dir / "asr/jfk.flac"
     with pytest.raises(MediaError, match="no video stream"):
-        stage.process(path, probe(path), tmp_path / "shots.json")
+        stage.detect(path, probe(path))

@@ -13,13 +13,12 @@ from cinedub.config import SegmentationConfig
 from cinedub.ops.segment import (
     HARD_GAP_MS,
     clip_id_for,
-    frame_span,
     is_sentence_end,
     segment_clips,
     segment_source,
 )
 from cinedub.stages.shots import shots_from_cuts
-from cinedub.timebase import frame_to_ms
+from cinedub.timebase import frame_span, frame_to_ms
 from cinedub.types import ShotList, Source, Word
 
 FPS = Fraction(24000, 1001)

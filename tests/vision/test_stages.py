@@ -12,14 +12,17 @@ import pytest
 
 from cinedub.errors import MediaError
 from cinedub.media import extract_audio, probe
-from cinedub.stages.asd import AsdStage, apply_to_turns
+from cinedub.stages.asd import AsdStage
 from cinedub.stages.base import get_stage
 from cinedub.stages.faces import FacesStage
 from cinedub.types import Turn
 from cinedub.vision.asd import TrackScores, assign_turns, read_asd_scores
-from cinedub.vision.config import VisionConfig
 from cinedub.vision.extract import iter_face_frames
 from cinedub.vision.records import AsdResult, AsdTrack, FaceTrack, FaceTrackList
+
+
+def _vision(cfg, **kw):
+    return cfg.model_copy(update={"vision": cfg.vision.model_copy(update=kw)})
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +33,13 @@ def run(cfg, media_dir, tmp_path_factory, shot_tools):
     source = probe(video, require_video=True)
     shots = shot_tools[0]([(0, 200), (200, 325), (325, 451), (451, 604), (604, 769)], Fraction(25), 769)
     turns = [Turn(int(t["start"] * 1000), int(t["end"] * 1000), t["speaker"]) for t in truth["turns"][:5]]
-    faces_stage = FacesStage(cfg, VisionConfig(det_size=320))  # 320 px: 3x faster, same faces here
-    faces_stage.ensure_setup()
-    faces = faces_stage.process(source, shots, [(t.start_ms, t.end_ms) for t in turns], work)
+    faces_stage = get_stage(FacesStage, _vision(cfg, det_size=320))  # 320 px: 3x faster, same faces here
+    faces = faces_stage.extract(source, shots, [(t.start_ms, t.end_ms) for t in turns], work)
+    faces.to_json(work / "faces.json")
     audio = extract_audio(video, work / "mix16k.flac")
     asd_stage = get_stage(AsdStage, cfg)
-    result = asd_stage.process(faces, audio, turns, work)
+    result = asd_stage.score(faces, audio, turns, work)
+    result.to_json(work / "asd.json")
     return dict(work=work, source=source, faces=faces, result=result, turns=turns, audio=audio, cfg=cfg)
 
 
@@ -64,16 +68,15 @@ def test_asd_stage_outputs_and_turns(run):
         if turn.end_ms - turn.start_ms >= 1000:
             shot = 0 if turn.start_ms < 8000 else 1
             assert sp.reason == "speaking" and by_shot[sp.face_track_id] == shot, sp
-    updated = apply_to_turns(run["turns"], result.turns)
-    assert all(u.on_screen is True and u.face_track_id for u, t in zip(updated, run["turns"]) if t.end_ms - t.start_ms >= 1000)
+    assert all(sp.on_screen is True and sp.face_track_id for sp, t in zip(result.turns, run["turns"])
+               if t.end_ms - t.start_ms >= 1000)
 
 
 def test_tracks_too_short_are_reported_not_guessed(run):
-    stage = AsdStage(run["cfg"], VisionConfig(asd_min_track_ms=60_000))
-    stage.ensure_setup()
+    stage = get_stage(AsdStage, _vision(run["cfg"], asd_min_track_ms=60_000))
     work = run["work"] / "short"
     work.mkdir()
-    result = stage.process(run["faces"], run["audio"], run["turns"], work)
+    result = stage.score(run["faces"], run["audio"], run["turns"], work)
     assert {t.status for t in result.tracks} == {"too_short"}
     assert all(t.on_screen is None and t.face_track_id is None and t.reason == "unscored" for t in result.turns)
     assert pq.read_table(result.scores_path).num_rows == 0
@@ -82,7 +85,7 @@ def test_tracks_too_short_are_reported_not_guessed(run):
 def test_faces_stage_needs_video(cfg, media_dir, tmp_path):
     audio_only = probe(media_dir / "asr" / "jfk.flac")
     with pytest.raises(MediaError):
-        get_stage(FacesStage, cfg).process(audio_only, None, None, tmp_path)
+        get_stage(FacesStage, cfg).extract(audio_only, None, None, tmp_path)
 
 
 def test_assign_turns_reasons():

@@ -76,21 +76,23 @@ def test_speaking_runs():
 
 
 def test_stage_sync_modes(models_dir, tmp_path):
-    cfg = Config(models_dir=tmp_path)
+    def cfg(**vision):
+        return Config(models_dir=tmp_path, vision=VisionConfig(**vision))
+
     (tmp_path / "light-asd").mkdir()
     (tmp_path / "light-asd" / "pretrain_AVA_CVPR.model").symlink_to(models_dir / "light-asd" / "pretrain_AVA_CVPR.model")
-    auto = AsdStage(cfg, VisionConfig())
-    off_token = auto.cache_token()
+    auto = AsdStage(cfg())
+    off_token = AsdStage.cache_token(cfg())
     auto.setup()
     assert auto.sync_net is None and auto.model_name == "light-asd:pretrain_AVA_CVPR.model"
     with pytest.raises(ModelNotFoundError, match="syncnet_v2.model"):
-        AsdStage(cfg, VisionConfig(sync_check="on")).setup()
+        AsdStage(cfg(sync_check="on")).setup()
     build_random_syncnet(tmp_path / "syncnet" / "syncnet_v2.model")
-    with_sync = AsdStage(cfg, VisionConfig())
+    with_sync = AsdStage(cfg())
     with_sync.setup()
     assert isinstance(with_sync.sync_net, SyncNetS)
     assert with_sync.model_name == "light-asd:pretrain_AVA_CVPR.model+syncnet:syncnet_v2.model"
-    assert with_sync.cache_token() != off_token  # weights appearing change the output: a new cache key
-    off = AsdStage(cfg, VisionConfig(sync_check="off"))
+    assert AsdStage.cache_token(cfg()) != off_token  # weights appearing change the output: a new cache key
+    off = AsdStage(cfg(sync_check="off"))
     off.setup()
     assert off.sync_net is None
