@@ -9,20 +9,20 @@ Only the options that change a stage's output go into that stage's cache key (:m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
 )
+
+from cinedub.hashing import stable_hash
 
 from cinedub.diarization.config import DiarizationConfig
 from cinedub.llm.config import LlmConfig
@@ -211,7 +211,7 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (init_settings, env_settings, *_file_sources(settings_cls))
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "Config":
@@ -220,6 +220,8 @@ class Config(BaseSettings):
         The file may also be named by ``CINEDUB_CONFIG``. Raises ``FileNotFoundError`` for a missing file and
         ``pydantic.ValidationError`` (naming the field) for a bad value.
         """
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
         token = _CONFIG_FILE.set(Path(path) if path else None)
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
@@ -240,13 +242,11 @@ class Config(BaseSettings):
     def stage_hash(self, *sections: str) -> str:
         """Short hash of the config sections that change a stage's output (part of its cache key)."""
         data = self.model_dump(mode="json")
-        picked = {s: data[s] for s in sections}
-        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash({s: data[s] for s in sections}, 12)
 
     def config_hash(self) -> str:
         """Hash of everything that shapes the output (provenance column ``config_hash``)."""
-        data = self.model_dump(mode="json", exclude={"models_dir", "work_dir", "device", "llm"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(self.model_dump(mode="json", exclude={"models_dir", "work_dir", "device", "llm"}), 16)
 
 
 import contextvars  # noqa: E402
@@ -254,22 +254,18 @@ import contextvars  # noqa: E402
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("cinedub_config_file", default=None)
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """Reads the YAML or TOML file given to :meth:`Config.load` or named by ``CINEDUB_CONFIG``."""
+def _file_sources(settings_cls: type[BaseSettings]) -> tuple[PydanticBaseSettingsSource, ...]:
+    """pydantic-settings' YAML or TOML source for the file given to :meth:`Config.load` or named by
+    ``CINEDUB_CONFIG`` (none without a file).
 
-    def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does the work
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _CONFIG_FILE.get() or (Path(os.environ["CINEDUB_CONFIG"]) if os.environ.get("CINEDUB_CONFIG") else None)
-        if path is None:
-            return {}
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must hold a mapping at top level")
-        return data
+    Raises:
+        FileNotFoundError: ``CINEDUB_CONFIG`` names a missing file.
+    """
+    path = _CONFIG_FILE.get() or (Path(os.environ["CINEDUB_CONFIG"]) if os.environ.get("CINEDUB_CONFIG") else None)
+    if path is None:
+        return ()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".toml":
+        return (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+    return (YamlConfigSettingsSource(settings_cls, yaml_file=path, yaml_file_encoding="utf-8"),)

@@ -142,7 +142,7 @@ def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, re
 
 
 def register(app: Any) -> None:
-    """Add ``serve``, ``submit``, ``ledger`` and ``retry`` to the typer app of :mod:`cinedub.cli`."""
+    """Add ``serve``, ``submit``, ``ledger`` and ``retry`` to the typer app of :mod:`cinedub_cli.main`."""
     from rich.console import Console
     from rich.table import Table
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import socket
@@ -17,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from flows.api import wait_healthy
 
@@ -30,25 +31,15 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process under ``pid`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            text = Path(stat).read_text()
-        except OSError:
-            continue
-        ppid = int(text.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(stat.split("/")[2]))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    """Every live process under ``pid`` (psutil)."""
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> list[int]:
-    """Send ``sig`` to ``pid`` and all its descendants (children first found, then killed together)."""
+    """Send ``sig`` to ``pid`` and all its descendants (found first, then signalled together)."""
     victims = [pid, *descendants(pid)]
     for p in victims:
         try:

@@ -108,7 +108,7 @@ def main() -> int:
     models_dir = Path(args.models_dir or shared / "models")
     sep: dict = {"method": "none"}
     if args.separation == "demucs-random" or args.syncnet_random:
-        from cinedub.testing.checkpoints import build_random_demucs_repo, build_random_syncnet
+        from cinedub_testing.checkpoints import build_random_demucs_repo, build_random_syncnet
 
         rand_models = tmp / "models"
         rand_models.mkdir()

@@ -107,7 +107,7 @@ def run_once(n_workers: int, api_url: str, home: Path, inputs: list[Path], confi
 
 def _run_all(a: argparse.Namespace, home: Path, inputs: list[Path], media_s: float, config: dict,
              results: list[dict]) -> None:
-    from cinedub.testing.cluster import Postgres
+    from cinedub_testing.cluster import Postgres
     from flows.deployments import DeploySettings, setup_server
     from flows.procs import PrefectServer, Worker
 

@@ -70,6 +70,6 @@ def dialogue5_result(diarizer, dialogue5):
 @pytest.fixture(scope="session")
 def community1(tmp_path_factory) -> Path:
     """Random-weight pyannote folder laid out like speaker-diarization-community-1, inside a models dir."""
-    from cinedub.testing.pyannote_ckpt import build_random_community1
+    from cinedub_testing.pyannote_ckpt import build_random_community1
 
     return build_random_community1(tmp_path_factory.mktemp("models") / "speaker-diarization-community-1")

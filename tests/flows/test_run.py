@@ -30,7 +30,7 @@ from cinedub.schema import clip_schema
 from cinedub.types import ClipList, Transcript
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "cinedub.cli"]
+CLI = [sys.executable, "-m", "cinedub_cli"]
 pytestmark = pytest.mark.slow
 
 

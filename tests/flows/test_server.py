@@ -29,7 +29,7 @@ def test_run_against_server_reports_progress_and_failures(server, media_dir, mod
     bad = tmp_path / "empty.mp4"
     bad.write_bytes(b"")
     proc = subprocess.run(
-        [sys.executable, "-m", "cinedub.cli", "run", str(media_dir / "en_monologue/englishvideo.mp4"), str(bad),
+        [sys.executable, "-m", "cinedub_cli", "run", str(media_dir / "en_monologue/englishvideo.mp4"), str(bad),
          "--out", str(out), "--separation", "none", "--models-dir", str(models_dir), "--no-progress"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )

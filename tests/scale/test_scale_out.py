@@ -28,7 +28,7 @@ from cinedub.ledger import Ledger
 from cinedub.hashing import sha256_file
 from cinedub.media import mux_video_audio
 from cinedub.reader import ShardReader
-from cinedub.testing.cluster import Postgres, PrefectServer, Worker
+from cinedub_testing.cluster import Postgres, PrefectServer, Worker
 from flows import api
 
 pytestmark = pytest.mark.slow

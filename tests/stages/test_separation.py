@@ -1,5 +1,5 @@
 """Vocal separation on real film audio (Titanic dialogue over score) with a random-weight HTDemucs built by
-``cinedub.testing.build_random_demucs_repo``: it proves the offline loading path, the timeline and the file plumbing,
+``cinedub_testing.build_random_demucs_repo``: it proves the offline loading path, the timeline and the file plumbing,
 not separation quality (the random model's "stems" are filtered noise of the mix)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cinedub.errors import ModelNotFoundError
 from cinedub.stages.ingest import IngestStage
 from cinedub.types import IngestResult
 from cinedub.stages.separation import SeparationStage
-from cinedub.testing import build_random_demucs_repo
+from cinedub_testing import build_random_demucs_repo
 from cinedub.timebase import ms_to_sample
 
 

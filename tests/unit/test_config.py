@@ -61,7 +61,7 @@ def test_models_resolve_from_the_shared_pack(models_dir, tmp_path):
 
 def test_models_command_lists_present_and_missing(models_dir):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "250"}
-    proc = subprocess.run([sys.executable, "-m", "cinedub.cli", "models", "--models-dir", str(models_dir)],
+    proc = subprocess.run([sys.executable, "-m", "cinedub_cli", "models", "--models-dir", str(models_dir)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 1  # demucs (required with the default separation) is missing
     assert "whisper" in proc.stdout and "present" in proc.stdout and "missing" in proc.stdout

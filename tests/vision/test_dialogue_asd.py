@@ -16,7 +16,7 @@ import pytest
 
 from cinedub.media import extract_audio, load_audio
 from cinedub.types import Turn
-from cinedub.testing import build_random_syncnet
+from cinedub_testing import build_random_syncnet
 from cinedub.vision.asd import assign_turns, score_tracks, scores_table, speaking_runs
 from cinedub.vision.config import VisionConfig
 from cinedub.vision.syncnet import load_syncnet

@@ -14,7 +14,7 @@ import torch
 from cinedub.config import Config
 from cinedub.errors import ModelNotFoundError
 from cinedub.stages.asd import AsdStage
-from cinedub.testing import build_random_syncnet
+from cinedub_testing import build_random_syncnet
 from cinedub.vision.asd import speaking_runs
 from cinedub.vision.config import VisionConfig
 from cinedub.vision.syncnet import SyncNetS, av_sync, load_syncnet

@@ -67,7 +67,7 @@ def build_random_demucs_repo(
         "args": (),
         "kwargs": kwargs,
         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "training_args": {"note": "random weights built by cinedub.testing.build_random_demucs_repo"},
+        "training_args": {"note": "random weights built by cinedub_testing.build_random_demucs_repo"},
     }
     torch.save(package, dest / f"{sig}.th")
     (dest / f"{name}.yaml").write_text(yaml.safe_dump({"models": [sig]}), encoding="utf-8")

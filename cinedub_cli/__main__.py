@@ -1,0 +1,5 @@
+"""``python -m cinedub_cli``: the ``cinedub`` command."""
+
+from cinedub_cli.main import app
+
+app()
