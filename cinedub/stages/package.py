@@ -7,6 +7,7 @@ reading only the clip's span of the FLAC file, so memory stays bounded by one cl
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,7 @@ class _Visual:
                 "shot_index": tr.shot_index if tr else None,
                 "start_frame": tr.start_frame if tr else None,
                 "end_frame": tr.end_frame if tr else None,
-                "speaker_id": max(set(sids), key=sids.count),
+                "speaker_id": Counter(sorted(sids)).most_common(1)[0][0],  # ties: the smallest id, never set order
                 "asd_status": st.status if st else None,
                 "speaking_fraction": st.speaking_fraction if st else None,
             })
