@@ -32,3 +32,8 @@ class ModelNotFoundError(CineDubError):
 
 class SchemaVersionError(CineDubError):
     """A shard was written with a newer major schema version than this reader understands."""
+
+
+class ServiceUnavailableError(CineDubError):
+    """A service a command needs (the Prefect server, an LLM endpoint) does not answer; the message says how to
+    start or configure it."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cinedub import progress
 from cinedub.config import Config
 from cinedub.hashing import sha256_file, stable_hash
 from cinedub.stages.asd import AsdStage
@@ -129,12 +130,18 @@ class Plan:
     def producer(self, output: str) -> type[Stage]:
         return self.step(output).stage
 
+    @property
+    def source_name(self) -> str:
+        """The input's file name (how progress and reports name it)."""
+        return self.source_path.name
+
     def context(self, step: Step, log_: logging.Logger | None = None) -> StageContext:
         step.artifacts_dir.mkdir(parents=True, exist_ok=True)
         return StageContext(
             cfg=self.cfg, source_path=self.source_path, sha256=self.sha256, out_dir=self.out_dir,
             work_dir=self.work_dir, artifacts_dir=step.artifacts_dir, provenance=self.provenance,
             log=log_ or logging.getLogger(f"cinedub.{step.name}"),
+            progress=progress.reporter(self.source_name, step.name),
         )
 
 
@@ -206,15 +213,22 @@ def execute_step(
     Raises:
         Whatever the stage raises (:class:`~cinedub.errors.MediaError` for bad input, ...); nothing is written then.
     """
-    inputs = load_inputs(plan, step)
-    stage = get_stage(step.stage, plan.cfg)
-    ctx = plan.context(step, log_)
-    with (slot(step) if slot is not None else nullcontext()):
-        record = stage.process(ctx, **inputs)
-    if not isinstance(record, step.stage.record):
-        raise TypeError(f"stage {step.name} returned {type(record).__name__}, declared {step.stage.record.__name__}")
-    validate(record)
-    record.to_json(step.record_path)
+    progress.stage_started(plan.source_name, step.name)
+    status = "failed"
+    try:
+        inputs = load_inputs(plan, step)
+        stage = get_stage(step.stage, plan.cfg)
+        ctx = plan.context(step, log_)
+        with (slot(step) if slot is not None else nullcontext()):
+            record = stage.process(ctx, **inputs)
+        if not isinstance(record, step.stage.record):
+            raise TypeError(f"stage {step.name} returned {type(record).__name__}, declared "
+                            f"{step.stage.record.__name__}")
+        validate(record)
+        record.to_json(step.record_path)
+        status = "done"
+    finally:
+        progress.stage_finished(plan.source_name, step.name, status)
     return step.record_path
 
 

@@ -1,5 +1,5 @@
 """``python -m cinedub_cli``: the ``cinedub`` command."""
 
-from cinedub_cli.main import app
+from cinedub_cli.main import main
 
-app()
+main()

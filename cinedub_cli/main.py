@@ -3,6 +3,10 @@
 ``cinedub run INPUT... --out DIR`` runs the pipeline through Prefect (no server needed; set ``PREFECT_API_URL`` to
 use one), ``cinedub inspect DIR`` summarises shards, ``cinedub models`` lists the model folders present and
 missing, ``cinedub mux`` joins a picture-only video with a separate audio file.
+
+Every command ends a failure with one line (``cinedub: <file>: <stage>: <reason>``) and exit code 1 (2 for bad
+usage or configuration); ``-v`` (before the command: ``cinedub -v run ...``) adds DEBUG logs, third-party output
+and tracebacks.
 """
 
 from __future__ import annotations
@@ -16,14 +20,66 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cinedub_cli.console import RichProgress, terminal
+
 app = typer.Typer(
     help="CineDub: film and TV footage in, Parquet training shards for movie-dubbing models out.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
 out_console = Console()
+STATE = {"verbose": False}
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, third-party output and tracebacks.")]
+    = False,
+) -> None:
+    STATE["verbose"] = verbose
+
+
+def main() -> None:
+    """Entry point of ``cinedub``: runs the app; an error ends in one line (a traceback only with ``-v``)."""
+    import click
+    from pydantic import ValidationError
+
+    from cinedub.errors import CineDubError
+
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        console.print("cinedub: aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("cinedub: interrupted")
+        sys.exit(130)
+    except (CineDubError, OSError, ValueError, ValidationError) as e:
+        if STATE["verbose"]:
+            console.print_exception()
+        console.print(f"[red]cinedub: {one_line(e)}[/red]", highlight=False)
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        if STATE["verbose"]:
+            console.print_exception()
+        console.print(f"[red]cinedub: {type(e).__name__}: {one_line(e)} (run with -v for the traceback)[/red]",
+                      highlight=False)
+        sys.exit(1)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (pydantic's multi-line errors joined)."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, FileNotFoundError) and e.filename:
+        text = f"{e.filename}: file not found"
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML or TOML configuration file (also CINEDUB_CONFIG).")
@@ -86,17 +142,16 @@ def run(
     separation: Annotated[Optional[str], typer.Option(help="demucs or none (use the mix).")] = None,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Faces, lips and ASD.")] = None,
     diarization: Annotated[Optional[bool], typer.Option("--diarization/--no-diarization", help="Speaker diarization.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars per source and stage.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and third-party output.")] = False,
 ) -> None:
     """Run the pipeline on INPUTS and write shards to --out. Reruns reuse every finished stage.
 
     A bad input (not media, truncated, no audio or no video) is reported and skipped; the others go on.
-    The exit code is 0 when every input succeeded, 1 when some failed.
+    The exit code is 0 when every input succeeded, 1 when some failed. Without -v the terminal shows the progress
+    and the summary only; everything else is logged to OUT/runs/cinedub-run.log.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "pyscenedetect", "faster_whisper"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    verbose = verbose or STATE["verbose"]
     overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages, "run_visual": visual,
                        "run_diarization": diarization}
     if separation:
@@ -107,28 +162,35 @@ def run(
     _preflight(cfg)
     paths = _expand_inputs(inputs)
     if not paths:
-        console.print("[red]no inputs found[/red]")
+        console.print("[red]cinedub: no inputs found[/red]")
         raise typer.Exit(2)
 
     from flows.pipeline import configure_prefect_env
 
     configure_prefect_env(out)
-    from flows.pipeline import run_pipeline
+    with terminal(verbose, Path(out) / "runs", "cinedub-run") as term:
+        for noisy in ("httpx", "httpcore", "pyscenedetect", "faster_whisper"):
+            logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        from flows.pipeline import run_pipeline
 
-    result = run_pipeline(paths, str(out), cfg, progress=progress)
+        if progress:
+            with RichProgress(term.console, len(paths)):
+                result = run_pipeline(paths, str(out), cfg)
+        else:
+            result = run_pipeline(paths, str(out), cfg)
     table = Table(title=f"cinedub run: {result['total_clips']} clips in {result['shards']} shards ({out})")
     for col in ("input", "status", "clips", "language", "reason"):
         table.add_column(col)
     for r in result["inputs"]:
         table.add_row(
             Path(r["input"]).name,
-            "[green]ok[/green]" if r["status"] == "ok" else "[red]failed[/red]",
+            {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], f"[yellow]{r['status']}[/yellow]"),
             str(r.get("clips", "")),
             str(r.get("language", "")),
             r.get("reason", ""),
         )
     out_console.print(table)
-    out_console.print(f"report: {result['report']}")
+    out_console.print(f"report: {result['report']}" + (f"; log: {term.log_path}" if term.log_path else ""))
     if any(r["status"] != "ok" for r in result["inputs"]):
         raise typer.Exit(1)
 
@@ -286,7 +348,7 @@ def mux(
     out_console.print(str(out))
 
 
-from flows.local import register as _register_ops  # noqa: E402  (serve, submit, ledger, retry)
+from cinedub_cli.local import register as _register_ops  # noqa: E402  (serve, submit, ledger, retry)
 
 _register_ops(app)
 
@@ -295,9 +357,5 @@ from cinedub.llm.cli import register as _register_llm  # noqa: E402  (correct, r
 _register_llm(app)
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -6,7 +6,7 @@ Ctrl-C stops the worker and the server; the database stays, so history and the l
 
 Also: ``cinedub submit INPUT... --out DIR`` (start the ingest deployment on files, folders or URLs),
 ``cinedub ledger DIR`` (what happened to every source), ``cinedub retry DIR`` (resubmit the failed ones).
-:func:`register` adds these commands to the CLI.
+The typer commands are in :mod:`cinedub_cli.local`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer  # annotations of the commands below are evaluated by typer in this module's namespace
 
 DEFAULT_PORT = 4200
 LOCAL_POOL = "cinedub-local"
@@ -128,9 +127,25 @@ def _api() -> str:
 
 def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, retry_failed: bool = False,
            deployment: str = "cinedub-ingest/scheduled") -> str:
-    """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id."""
+    """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id.
+
+    Raises:
+        ServiceUnavailableError: no Prefect server answers at ``PREFECT_API_URL`` (or the local default); the message
+            says how to start one.
+    """
+    import httpx
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from cinedub.errors import ServiceUnavailableError
+
+    try:
+        healthy = httpx.get(f"{_api()}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        raise ServiceUnavailableError(
+            f"no Prefect server at {_api()}: start one with `cinedub serve` (or set PREFECT_API_URL to yours)")
 
     spec = {"out_dir": str(Path(out).resolve()) if "://" not in out else out,
             "sources": [str(Path(i).resolve()) if "://" not in i else i for i in inputs],
@@ -139,90 +154,3 @@ def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, re
     with temporary_settings(updates={PREFECT_API_URL: _api()}):
         run = run_deployment(deployment, parameters={"spec": spec}, timeout=0, as_subflow=False)
     return str(run.id)
-
-
-def register(app: Any) -> None:
-    """Add ``serve``, ``submit``, ``ledger`` and ``retry`` to the typer app of :mod:`cinedub_cli.main`."""
-    from rich.console import Console
-    from rich.table import Table
-
-    out_console = Console()
-
-    def _config(models_dir: Optional[Path], separation: Optional[str], device: Optional[str]) -> dict[str, Any]:
-        cfg: dict[str, Any] = {}
-        if models_dir:
-            cfg["models_dir"] = str(models_dir.resolve())
-        if separation:
-            cfg["separation"] = {"method": separation}
-        if device:
-            cfg["device"] = device
-        return cfg
-
-    @app.command()
-    def serve(
-        port: Annotated[int, typer.Option(help="Port of the server and UI on 127.0.0.1.")] = DEFAULT_PORT,
-        home: Annotated[Optional[Path], typer.Option(help="Server state (SQLite); default ~/.cinedub/prefect.")] = None,
-        limit: Annotated[int, typer.Option(help="Runs the local worker takes at once.")] = 2,
-        watch: Annotated[Optional[str], typer.Option(help="Glob the scheduled ingest takes ('in/**/*.mp4').")] = None,
-        out: Annotated[Optional[Path], typer.Option(help="Dataset folder of the scheduled ingest.")] = None,
-        cron: Annotated[str, typer.Option(help="Schedule of the ingest (with --watch).")] = "*/5 * * * *",
-        models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
-        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
-    ) -> None:
-        """Start Prefect (server with UI, worker, deployments) on this machine and print where to open the UI."""
-        ingest = None
-        if watch:
-            if not out:
-                raise typer.BadParameter("--watch needs --out")
-            ingest = {"out_dir": str(out.resolve()), "glob": str(Path(watch).resolve()) if "://" not in watch
-                      else watch, "config": _config(models_dir, separation, None)}
-        serve_local(home, port, limit, ingest, cron if ingest else None)
-
-    @app.command("submit")
-    def submit_cmd(
-        inputs: Annotated[list[str], typer.Argument(help="Video files, folders or URLs (s3://…).")],
-        out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder (seen by every worker).")],
-        models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
-        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
-        device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
-        retry_failed: Annotated[bool, typer.Option(help="Also resubmit inputs that failed before.")] = False,
-    ) -> None:
-        """Queue INPUTS for processing by the workers (the ingest deployment); prints the run's UI address."""
-        run_id = submit(inputs, out, _config(models_dir, separation, device), retry_failed)
-        out_console.print(f"ingest run {run_id}: {_api().removesuffix('/api')}/runs/flow-run/{run_id}")
-
-    @app.command()
-    def ledger(
-        out: Annotated[str, typer.Argument(help="Dataset folder.")],
-        status: Annotated[Optional[str], typer.Option(help="Only pending, running, done or failed.")] = None,
-        url: Annotated[Optional[str], typer.Option(help="Ledger database (default CINEDUB_LEDGER_URL or "
-                                                           "OUT/ledger.sqlite).")] = None,
-    ) -> None:
-        """Every source of a dataset: status, attempts, worker, clips, times, and the reason of failures."""
-        from flows.ingest import ledger_table
-
-        rows = ledger_table(out, url, status)
-        table = Table(title=f"ledger of {out}: {len(rows)} sources")
-        for c in ("name", "status", "attempts", "worker", "clips", "updated", "reason"):
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            color = {"done": "green", "failed": "red", "running": "yellow"}.get(r["status"], "white")
-            table.add_row(r["name"], f"[{color}]{r['status']}[/{color}]", str(r["attempts"]), r["worker"],
-                          "" if r["clips"] is None else str(r["clips"]), r["updated_at"], r["reason"])
-        out_console.print(table)
-
-    @app.command()
-    def retry(
-        out: Annotated[str, typer.Argument(help="Dataset folder.")],
-        url: Annotated[Optional[str], typer.Option(help="Ledger database URL.")] = None,
-    ) -> None:
-        """Resubmit every failed source of OUT (after fixing the cause: a model, a disk, a file)."""
-        from cinedub.ledger import FAILED, Ledger
-
-        led = Ledger(out, url)
-        failed = led.entries(FAILED)
-        if not failed:
-            out_console.print("no failed sources")
-            return
-        run_id = submit([e.uri for e in failed], out, retry_failed=True)
-        out_console.print(f"{len(failed)} failed source(s) resubmitted by ingest run {run_id}")

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.states import Failed
 
+from cinedub import progress
 from cinedub.atomic import write_json_atomic
 from cinedub.config import Config
 from cinedub.errors import MediaError
@@ -106,8 +107,10 @@ class RunReport:
 
 
 @flow(name="cinedub-run", log_prints=True)
-def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, progress: bool = True) -> dict[str, Any]:
+def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> dict[str, Any]:
     """Process many inputs, one child flow run each; a failed input is recorded and the others go on.
+
+    Progress goes to the listeners of :mod:`cinedub.progress` (the CLI's bars) and to a progress artifact.
 
     Returns the run report as a dict (also written to ``<out_dir>/runs/`` and shown as a table artifact).
     """
@@ -122,15 +125,8 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, pro
     storage = ensure_result_storage(work_root(cfg, out))
     artifact_id = create_progress_artifact(0.0, key="cinedub-run-progress", description=f"{len(inputs)} inputs")
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(inputs), desc="sources", unit="src", dynamic_ncols=True)
     for i, path in enumerate(inputs):
         name = Path(path).name
-        if bar is not None:
-            bar.set_postfix_str(name)
         state = process_source(path, str(out), cfg, name=name, storage=storage, return_state=True)
         if state.is_completed():
             report.inputs.append({"input": path, "status": "ok", **state.result()})
@@ -143,11 +139,8 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None, pro
                     reason = failure_reason(exc)
             logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
             report.inputs.append({"input": path, "status": "failed", "reason": reason})
+        progress.source_finished(name, report.inputs[-1]["status"])
         update_progress_artifact(artifact_id, 100.0 * (i + 1) / max(1, len(inputs)))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
 
     manifest = build_manifest(out)
     report_path = report.write(out)

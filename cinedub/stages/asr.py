@@ -27,6 +27,7 @@ from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
 from cinedub.hashing import stable_seed
+from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.text import normalize_script
 from cinedub.timebase import sample_to_ms, seconds_to_ms
@@ -82,7 +83,7 @@ class AsrStage(Stage):
     def process(self, ctx: StageContext, tracks: AudioTracks) -> Transcript:
         """Transcribe the source's 16 kHz vocals, sampling the fallback with a seed derived from its hash."""
         seed = self.cfg.asr.seed if self.cfg.asr.seed is not None else stable_seed(ctx.sha256, "asr")
-        return self.transcribe(Path(tracks.vocals_16k), seed=seed)
+        return self.transcribe(Path(tracks.vocals_16k), seed=seed, progress=ctx.progress)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -171,7 +172,7 @@ class AsrStage(Stage):
 
     # -------------------------------------------------------------------------------------------------- process
 
-    def _transcribe(self, audio: np.ndarray, language: str, seed: int) -> list[Any]:
+    def _transcribe(self, audio: np.ndarray, language: str, seed: int, progress: Reporter = no_report) -> list[Any]:
         import ctranslate2
 
         asr = self.cfg.asr
@@ -200,17 +201,26 @@ class AsrStage(Stage):
                 ctranslate2.set_random_seed(seed)
                 segments, _ = self.pipeline.transcribe(audio, batch_size=asr.batch_size, **kwargs)
                 return list(segments)
+        total_s = round(len(audio) / ASR_SAMPLE_RATE_HZ, 1)
+        out = []
         with self._decode_lock:  # the seed is process-wide: one seeded decode at a time
             ctranslate2.set_random_seed(seed)
-            return list(segments)  # the generator does the decoding
+            for seg in segments:  # the generator does the decoding
+                out.append(seg)
+                progress(min(float(seg.end), total_s), total_s, "s")
+        progress(total_s, total_s, "s")
+        return out
 
-    def transcribe(self, audio_path: Path, *, language: str | None = None, seed: int = 0) -> Transcript:
+    def transcribe(
+        self, audio_path: Path, *, language: str | None = None, seed: int = 0, progress: Reporter = no_report
+    ) -> Transcript:
         """Transcribe one 16 kHz mono FLAC.
 
         Args:
             audio_path: 16 kHz mono FLAC (``AudioTracks.vocals_16k`` or ``mix_16k``); source timeline.
             language: force this ISO 639-1 code (skips language identification; probability 1.0).
             seed: seed of the temperature-fallback sampling (the same seed and input give the same text).
+            progress: ``progress(done_s, total_s, "s")`` as the decoding advances.
 
         Returns:
             The transcript: segments in time order with words in integer ms, ``start_ms <= end_ms``, monotonic,
@@ -238,7 +248,7 @@ class AsrStage(Stage):
         else:
             lang, lang_prob, _ = self.detect_language(audio)
         t_lid = time.perf_counter()
-        raw_segments = self._transcribe(audio, lang, seed) if len(audio) else []
+        raw_segments = self._transcribe(audio, lang, seed, progress) if len(audio) else []
 
         zh_script = self.cfg.zh_script
         candidates: list[AsrSegment] = []

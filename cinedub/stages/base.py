@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from cinedub.config import Config
 from cinedub.hashing import stable_hash
+from cinedub.progress import Reporter, no_report
 from cinedub.types import Record
 
 
@@ -80,6 +81,8 @@ class StageContext:
         artifacts_dir: a folder of this stage call's own (large files: audio, crops, scores), keyed like its record.
         provenance: ``{"stage", "name", "version"}`` of every stage of the run, in pipeline order (rows record it).
         log: the logger to report to (the flow's run logger under Prefect).
+        progress: ``progress(done, total, unit)``: how far the stage is (``total`` None when unknown), e.g.
+            seconds of audio, frames or tracks; shown by the CLI and the Prefect UI (:mod:`cinedub.progress`).
     """
 
     cfg: Config
@@ -90,6 +93,7 @@ class StageContext:
     artifacts_dir: Path
     provenance: tuple[dict[str, str], ...] = ()
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cinedub"))
+    progress: Reporter = no_report
 
     @property
     def source_id(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from cinedub import __version__
 from cinedub.media import encode_flac, load_audio
+from cinedub.progress import Reporter, no_report
 from cinedub.schema import SCHEMA_VERSION
 from cinedub.shards import write_source_shards
 from cinedub.stages.base import Resources, Stage, StageContext
@@ -232,7 +233,7 @@ class PackageStage(Stage):
     ) -> ShardSet:
         """Write the shards of one source into ``ctx.out_dir``, replacing any earlier set."""
         shards = self.write(ingest.source, tracks, transcript, clips, ctx.out_dir, models=ctx.provenance,
-                            timeline=timeline, faces=faces, asd=asd)
+                            timeline=timeline, faces=faces, asd=asd, progress=ctx.progress)
         return ShardSet(ingest.source.source_id, tuple(str(p.resolve()) for p in shards), len(clips.clips))
 
     def write(
@@ -247,8 +248,16 @@ class PackageStage(Stage):
         timeline: "DiarizationResult | None" = None,
         faces: "FaceTrackList | None" = None,
         asd: "AsdResult | None" = None,
+        progress: Reporter = no_report,
     ) -> list[Path]:
         """Write the shards of one source, replacing any earlier set; returns their paths."""
+        n = len(clips.clips)
+
+        def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for i, row in enumerate(rows, 1):
+                yield row
+                progress(i, n, "clips")
+
         rows = clip_rows(
             source,
             tracks,
@@ -261,4 +270,4 @@ class PackageStage(Stage):
             faces=faces,
             asd=asd,
         )
-        return write_source_shards(rows, out_dir, source.source_id, self.cfg.shards)
+        return write_source_shards(counted(rows), out_dir, source.source_id, self.cfg.shards)

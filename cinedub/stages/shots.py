@@ -23,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from cinedub.errors import MediaError
+from cinedub.progress import Reporter, no_report
 from cinedub.config import Config
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.timebase import frame_duration_ms, frame_to_ms, seconds_to_ms
@@ -65,8 +66,9 @@ def shots_from_cuts(
     ]
 
 
-def _frame_recorder():
-    """A pass-through ``SceneDetector`` that records the timecode of every frame the ``SceneManager`` processes."""
+def _frame_recorder(progress: Reporter = no_report, total: int | None = None):
+    """A pass-through ``SceneDetector`` that records the timecode of every frame the ``SceneManager`` processes
+    (and reports the count to ``progress``)."""
     from scenedetect import SceneDetector
 
     class FrameRecorder(SceneDetector):
@@ -76,6 +78,7 @@ def _frame_recorder():
 
         def process_frame(self, timecode, frame_img):  # noqa: ARG002 - the image is not needed
             self.positions.append(timecode)
+            progress(len(self.positions), total, "frames")
             return []
 
     return FrameRecorder()
@@ -106,7 +109,7 @@ class ShotStage(Stage):
 
     def process(self, ctx: StageContext, ingest: IngestResult) -> ShotList:
         """The shots of the source's video."""
-        return self.detect(Path(ingest.source.path), ingest.source)
+        return self.detect(Path(ingest.source.path), ingest.source, progress=ctx.progress)
 
     def _detector(self):
         from scenedetect import AdaptiveDetector, ContentDetector
@@ -121,7 +124,9 @@ class ShotStage(Stage):
             min_content_val=c.min_content_val,
         )
 
-    def detect(self, video_path: Path, source: Source, *, show_progress: bool = False) -> ShotList:
+    def detect(
+        self, video_path: Path, source: Source, *, show_progress: bool = False, progress: Reporter = no_report
+    ) -> ShotList:
         """Detect the shots of ``video_path``.
 
         Args:
@@ -145,7 +150,7 @@ class ShotStage(Stage):
         except Exception as e:  # scenedetect raises VideoOpenFailure, OSError, ... for unreadable files
             raise MediaError(video_path, f"cannot open video for shot detection ({e})") from None
         manager = SceneManager()
-        recorder = _frame_recorder()
+        recorder = _frame_recorder(progress, source.n_frames)
         manager.add_detector(self._detector())
         manager.add_detector(recorder)
         if self.cfg.shots.downscale:

@@ -192,7 +192,7 @@ def test_cli_commands_show_the_ledger(tmp_path: Path):
     import typer
     from typer.testing import CliRunner
 
-    from flows.local import register
+    from cinedub_cli.local import register
 
     app = typer.Typer()
     app.command()(lambda: None)
