@@ -143,12 +143,16 @@ class ShardConfig(_Section):
         row_group_mb: target row group size (HF Hub viewer fails above about 286 MiB; 100 MB is its default).
         compression: Parquet codec for non-media columns (FLAC bytes do not compress further).
         include_accompaniment: also store the accompaniment stem per clip.
+        sample_rate_hz: the one sample rate of every audio column of the dataset (Hz). 24 kHz by default: the
+            output rate of CosyVoice 2/3, the base of Fun-CineForge (16 kHz would drop the 8-12 kHz band its
+            vocoder reproduces); 0 keeps each source's own rate (not recommended: a batch then mixes rates).
     """
 
     max_shard_mb: int = 500
     row_group_mb: int = 100
     compression: str = "zstd"
     include_accompaniment: bool = True
+    sample_rate_hz: int = Field(24_000, ge=0)
 
 
 def _default_models_dir() -> Path:

@@ -326,6 +326,44 @@ def load_audio(path: str | Path, *, start_ms: int | None = None, end_ms: int | N
     return data, sr
 
 
+RESAMPLE_PAD_MS = 50  # context read on each side of a span so the resampling filter has no edge ramp inside it
+
+
+def load_audio_at(
+    path: str | Path, start_ms: int, end_ms: int, sample_rate_hz: int
+) -> tuple[np.ndarray, int, int]:
+    """Read ``[start_ms, end_ms)`` of an audio file at ``sample_rate_hz`` (polyphase resampling, scipy's
+    ``resample_poly`` with its Kaiser window, when the file's rate differs; ``sample_rate_hz`` 0 keeps it).
+
+    ``RESAMPLE_PAD_MS`` of context is read each side and trimmed after resampling, so a clip cut from a long track
+    sounds as the track does at its edges, and memory stays bounded by the span.
+
+    Returns:
+        ``(samples, rate_hz, source_rate_hz)``; samples float32 ``(n,)`` or ``(n, channels)``, exactly
+        ``ms_to_sample(end_ms, rate) - ms_to_sample(start_ms, rate)`` long (zero-padded past the file's end).
+    """
+    from math import gcd
+
+    info = sf.info(str(path))
+    src = info.samplerate
+    rate = sample_rate_hz or src
+    n_out = ms_to_sample(end_ms, rate) - ms_to_sample(start_ms, rate)
+    if rate == src:
+        data, _ = load_audio(path, start_ms=start_ms, end_ms=end_ms)
+    else:
+        from scipy.signal import resample_poly
+
+        pad_lo = min(RESAMPLE_PAD_MS, start_ms)
+        raw, _ = load_audio(path, start_ms=start_ms - pad_lo, end_ms=end_ms + RESAMPLE_PAD_MS)
+        g = gcd(rate, src)
+        data = resample_poly(raw, rate // g, src // g, axis=0).astype(np.float32)
+        lo = ms_to_sample(pad_lo, rate)
+        data = data[lo : lo + n_out]
+    if len(data) < n_out:
+        data = np.pad(data, [(0, n_out - len(data))] + [(0, 0)] * (data.ndim - 1))
+    return np.ascontiguousarray(data[:n_out], dtype=np.float32), rate, src
+
+
 def encode_flac(samples: np.ndarray, sample_rate_hz: int) -> bytes:
     """Encode float32 samples (``(n,)`` or ``(n, channels)``) as 16-bit FLAC bytes."""
     import io
@@ -371,6 +409,7 @@ __all__ = [
     "extract_audio",
     "extract_audio_tracks",
     "load_audio",
+    "load_audio_at",
     "mux_video_audio",
     "probe",
     "write_flac",

@@ -49,7 +49,8 @@ def main() -> None:
     from cinedub.errors import CineDubError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit
+        sys.exit(rc if isinstance(rc, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cinedub import __version__
-from cinedub.media import encode_flac, load_audio
+from cinedub.media import encode_flac, load_audio_at
 from cinedub.progress import Reporter, no_report
 from cinedub.schema import SCHEMA_VERSION
 from cinedub.shards import write_source_shards
@@ -52,11 +52,14 @@ def _clip_quality(clip: Clip, transcript: Transcript) -> dict[str, float | None]
     }
 
 
-def _audio_column(path: str | None, clip: Clip, name: str) -> tuple[dict[str, Any] | None, int | None]:
+def _audio_column(
+    path: str | None, clip: Clip, name: str, rate_hz: int
+) -> tuple[dict[str, Any] | None, int | None, int | None]:
+    """``({"bytes": FLAC, "path"}, rate, source rate)`` of the clip's span of ``path`` at ``rate_hz``."""
     if not path:
-        return None, None
-    samples, sr = load_audio(path, start_ms=clip.start_ms, end_ms=clip.end_ms)
-    return {"bytes": encode_flac(samples, sr), "path": f"{clip.clip_id}.{name}.flac"}, sr
+        return None, None, None
+    samples, sr, src = load_audio_at(path, clip.start_ms, clip.end_ms, rate_hz)
+    return {"bytes": encode_flac(samples, sr), "path": f"{clip.clip_id}.{name}.flac"}, sr, src
 
 
 class _Visual:
@@ -94,7 +97,7 @@ class _Visual:
             {
                 "track_id": r["track_id"],
                 "frame_index": r["frame_index"],
-                "pts_ms": float(r["pts_ms"]),
+                "pts_ms": int(r["pts_ms"]),
                 "box_xyxy": r["box_xyxy"],
                 "lip_landmarks_xy": r["lip_xy"],
                 "face_crop": {"bytes": r["face_crop"], "path": f"{r['track_id']}-{r['frame_index']}.face.{ext}"},
@@ -127,6 +130,7 @@ def clip_rows(
     config_hash: str,
     models: Sequence[dict[str, str]],
     include_accompaniment: bool = True,
+    sample_rate_hz: int = 24_000,
     timeline: "DiarizationResult | None" = None,
     faces: "FaceTrackList | None" = None,
     asd: "AsdResult | None" = None,
@@ -135,6 +139,7 @@ def clip_rows(
 
     Args:
         models: ``{"stage", "name", "version"}`` dicts for the provenance column.
+        sample_rate_hz: rate of every audio column (0: the track's own).
         timeline: the fused diarization of the source (its overlaps go into the rows; turns come with the clips).
 
     Rows hold nothing that varies between runs (no run time, host or path): the same input and configuration give
@@ -147,8 +152,9 @@ def clip_rows(
     vocal_path = tracks.vocals or tracks.mix_full
     split = split_for(source.sha256)
     for clip in clips:
-        vocals, sr = _audio_column(vocal_path, clip, "vocals")
-        accomp, _ = _audio_column(tracks.accompaniment, clip, "accompaniment") if include_accompaniment else (None, None)
+        vocals, sr, src_sr = _audio_column(vocal_path, clip, "vocals", sample_rate_hz)
+        accomp = (_audio_column(tracks.accompaniment, clip, "accompaniment", sample_rate_hz)[0]
+                  if include_accompaniment else None)
         text = clip.text
         turns = list(clip.turns)
         overlaps = [
@@ -170,6 +176,9 @@ def clip_rows(
             "fps_num": source.fps.numerator if source.fps else None,
             "fps_den": source.fps.denominator if source.fps else None,
             "fps": float(source.fps) if source.fps else None,
+            "variable_frame_rate": source.variable_frame_rate if source.has_video else None,
+            "frame_width": source.width,
+            "frame_height": source.height,
             "start_frame": clip.start_frame,
             "end_frame": clip.end_frame,
             "shot_boundaries_ms": list(clip.shot_boundaries_ms),
@@ -186,6 +195,7 @@ def clip_rows(
             "scene_type": None,
             "scene_type_candidates": scene_type_candidates(turns) if timeline is not None else None,
             "sample_rate_hz": sr,
+            "source_sample_rate_hz": src_sr,
             "audio_vocals": vocals,
             "audio_accompaniment": accomp,
             "faces": face_frames,
@@ -266,6 +276,7 @@ class PackageStage(Stage):
             config_hash=self.cfg.config_hash(),
             models=models,
             include_accompaniment=self.cfg.shards.include_accompaniment,
+            sample_rate_hz=self.cfg.shards.sample_rate_hz,
             timeline=timeline,
             faces=faces,
             asd=asd,
