@@ -69,6 +69,9 @@ class AsrConfig(_Section):
         max_compression_ratio / no_speech_threshold / logprob_threshold: hallucination guards
             (the thresholds of OpenAI Whisper's ``transcribe``: 2.4, 0.6, -1.0).
         max_repeats: a segment whose same n-gram repeats more than this is dropped as a loop.
+        other_languages: what to do with speech whose detected language (over all of Whisper's languages) is not
+            one of ``languages``: "skip" the source (status ``skipped_language``, with the reason) or "transcribe" it
+            in its own language. Never translated.
         temperatures: Whisper's temperature fallback schedule (OpenAI Whisper / faster-whisper default 0.0 ... 1.0
             in steps of 0.2): a window whose beam-search text fails the compression-ratio or log-probability guard
             is decoded again by sampling at the next temperature. ``[0.0]`` disables the fallback.
@@ -87,6 +90,7 @@ class AsrConfig(_Section):
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     max_repeats: int = 4
+    other_languages: Literal["skip", "transcribe"] = "skip"
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     seed: int | None = None
     cpu_threads: int = 0
@@ -166,7 +170,8 @@ class Config(BaseSettings):
         models_dir: folder holding one sub-folder per model, each laid out like its hub repository.
         allow_hub: fetch a model missing from ``models_dir`` from its hub when online (off by default: offline-first).
         device: "auto" (CUDA when present), "cpu" or "cuda" / "cuda:N".
-        languages: ISO 639-1 codes language identification may choose from; the first is the fallback.
+        languages: the ISO 639-1 codes the dataset is for; speech in another language follows
+            ``asr.other_languages`` (language identification itself looks at every language).
         zh_script: script Chinese text is normalised to ("simplified" via OpenCC t2s, "traditional" via s2t).
         work_dir: per-source intermediate files (audio, JSON records); default ``<out>/.work``.
         run_diarization: run speaker diarization (turns, word speakers, overlaps).

@@ -67,6 +67,11 @@ class Record:
             kwargs[key] = value
         return cls(**kwargs)
 
+    def outcome(self) -> tuple[str, str] | None:
+        """``(status, reason)`` when this record ends its source's run early (e.g. no speech), else None: the
+        runner then skips the remaining stages and reports the status."""
+        return None
+
     def to_json(self, path: str | Path) -> Path:
         """Write the record as JSON atomically (:func:`cinedub.atomic.write_json_atomic`)."""
         from cinedub.atomic import write_json_atomic
@@ -260,21 +265,35 @@ class Transcript(Record):
     """ASR output for one source.
 
     Attributes:
-        language: ISO 639-1 code chosen (restricted to the configured languages).
-        language_probability: the detector's probability of that language among the allowed ones.
+        language: ISO 639-1 code detected over all of Whisper's languages (never a translation target); None
+            without speech.
+        language_probability: the detector's averaged probability of that language.
         segments: in time order.
         model: model name/folder; dropped: human-readable notes on segments removed by hallucination guards.
         decoding: the decoding settings used (None in transcripts written before they were recorded).
+        status / status_reason: "ok", or "no_speech" / "skipped_language" (see :mod:`cinedub.ops.language`) and why.
     """
 
-    language: str
+    language: str | None
     language_probability: float
     segments: tuple[AsrSegment, ...]
     model: str = ""
     dropped: tuple[str, ...] = ()
     decoding: DecodingSettings | None = None
+    status: str = "ok"
+    status_reason: str = ""
 
     _nested: ClassVar[dict[str, type]] = {"segments": AsrSegment, "decoding": DecodingSettings}
+
+    def outcome(self) -> tuple[str, str] | None:
+        """("no_speech" | "skipped_language", reason) when the source has nothing to transcribe or is skipped."""
+        if self.status != "ok":
+            return self.status, self.status_reason
+        if not any(s.words for s in self.segments):
+            why = f"{len(self.dropped)} segment(s) dropped by the hallucination guards" if self.dropped else \
+                "no words recognised"
+            return "no_speech", why
+        return None
 
     @property
     def words(self) -> list[Word]:

@@ -1,4 +1,4 @@
-"""Pure helpers of the ASR stage (no model): restricted language choice, hallucination guards, word clean-up.
+"""Pure helpers of the ASR stage (no model): hallucination guards, word clean-up.
 
 Thresholds come from :class:`cinedub.config.AsrConfig` (OpenAI Whisper's ``transcribe`` defaults: compression ratio
 2.4, no-speech 0.6 with average log-probability -1.0).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from cinedub.config import AsrConfig
 from cinedub.text import max_ngram_repeats, normalize_for_scoring, normalize_script, scoring_units
@@ -18,30 +18,6 @@ from cinedub.types import AsrSegment, Word
 logger = logging.getLogger("cinedub.asr")
 
 MAX_NGRAM = 10  # longest phrase (words, or CJK characters) the repetition guard looks for
-
-
-def choose_language(probs: Mapping[str, float], allowed: Sequence[str]) -> tuple[str, float]:
-    """Most probable language among ``allowed``, with its probability renormalised over the allowed ones.
-
-    Args:
-        probs: language code -> probability (Whisper's language-token softmax, all languages).
-        allowed: permitted codes in preference order; empty means any language. The first one is the fallback when
-            none of them has any probability mass.
-
-    Returns:
-        ``(language, probability)``; probability is 0.0 for the fallback.
-    """
-    if not allowed:
-        if not probs:
-            raise ValueError("no language probabilities and no allowed languages")
-        best = max(probs, key=probs.__getitem__)
-        return best, float(probs[best])
-    mass = {lang: float(probs.get(lang, 0.0)) for lang in allowed}
-    total = sum(mass.values())
-    if total <= 0.0:
-        return allowed[0], 0.0
-    best = max(allowed, key=mass.__getitem__)  # ties keep the configured order
-    return best, mass[best] / total
 
 
 def segment_guard_reason(segment: AsrSegment, asr: AsrConfig) -> str | None:

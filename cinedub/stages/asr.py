@@ -1,13 +1,15 @@
-"""ASR stage: faster-whisper (CTranslate2 Whisper) with word timestamps, restricted language identification and
-hallucination guards.
+"""ASR stage: faster-whisper (CTranslate2 Whisper) with word timestamps, a language policy that never translates,
+a seeded temperature fallback and hallucination guards.
 
-Flow of :meth:`AsrStage.process`: decode the 16 kHz mono FLAC once -> language identification restricted to
-``cfg.languages`` (Whisper's language-token probabilities, averaged over up to :data:`LID_MAX_WINDOWS` 30 s windows of
-VAD speech) -> ``transcribe(word_timestamps=True, condition_on_previous_text=False)`` -> guards drop looped or
-silent segments (reasons kept in ``Transcript.dropped``) -> integer-ms words, monotonic and clamped to the audio,
-Chinese in the configured script -> ``Transcript`` JSON written atomically.
+Flow of :meth:`AsrStage.transcribe`: decode the 16 kHz mono FLAC once -> language identification over all of
+Whisper's languages (language-token probabilities averaged over up to :data:`LID_MAX_WINDOWS` 30 s windows of VAD
+speech) -> :func:`cinedub.ops.language.decide_language` (no speech: ``no_speech``; a language outside
+``cfg.languages``: skipped or transcribed in its own language) -> ``transcribe(word_timestamps=True,
+condition_on_previous_text=False)`` with CTranslate2's sampling seeded -> guards drop looped or silent segments
+(reasons kept in ``Transcript.dropped``) -> integer-ms words, monotonic and clamped to the audio, Chinese in the
+configured script.
 
-The guard helpers (:func:`segment_guard_reason`, :func:`find_hallucinations`, :func:`choose_language`,
+The guard helpers (:func:`segment_guard_reason`, :func:`find_hallucinations`,
 :func:`clean_words`, :func:`monotonic_words`) are pure and testable without a model; faster-whisper is imported
 in :meth:`AsrStage.setup`.
 """
@@ -27,6 +29,7 @@ from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
 from cinedub.hashing import stable_seed
+from cinedub.ops.language import LanguageDecision, decide_language
 from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.text import normalize_script
@@ -43,7 +46,6 @@ LID_SCAN_S = 300  # ... found in the first 5 min (bounds the extra VAD pass on l
 from cinedub.ops.asr_guards import (  # noqa: E402,F401  (re-exported for callers and tests)
     MAX_NGRAM,
     _note,
-    choose_language,
     clean_words,
     find_hallucinations,
     monotonic_words,
@@ -137,17 +139,10 @@ class AsrStage(Stage):
 
     # -------------------------------------------------------------------------------------------------- language
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float, dict[str, float]]:
-        """Language of ``audio`` (float32 mono 16 kHz), restricted to the configured languages.
-
-        Whisper's language-token probabilities (``WhisperModel.detect_language``, all 99 languages) are averaged,
-        weighted by length, over up to :data:`LID_MAX_WINDOWS` 30 s windows of speech (Silero VAD when
-        ``asr.vad_filter``) from the first :data:`LID_SCAN_S` seconds; then :func:`choose_language`.
-
-        Returns:
-            ``(language, probability among the allowed, all averaged probabilities)``; without any speech the first
-            configured language with probability 0.0.
-        """
+    def language_probabilities(self, audio: np.ndarray) -> dict[str, float]:
+        """Whisper's language-token probabilities of ``audio`` (float32 mono 16 kHz) over all its languages,
+        averaged (weighted by length) over up to :data:`LID_MAX_WINDOWS` 30 s windows of speech (Silero VAD when
+        ``asr.vad_filter``) from the first :data:`LID_SCAN_S` seconds. Empty when no speech is found."""
         scan = audio[: LID_SCAN_S * ASR_SAMPLE_RATE_HZ]
         if self.cfg.asr.vad_filter:
             from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -159,16 +154,18 @@ class AsrStage(Stage):
         n = WINDOW_S * ASR_SAMPLE_RATE_HZ
         windows = [speech[i : i + n] for i in range(0, len(speech), n)][:LID_MAX_WINDOWS]
         if not windows:
-            return (self.languages[0] if self.languages else "en"), 0.0, {}
+            return {}
         totals: dict[str, float] = {}
         for window in windows:
             _, _, probs = self.model.detect_language(audio=window)
             for lang, p in probs:
                 totals[lang] = totals.get(lang, 0.0) + p * len(window)
         weight = float(sum(len(w) for w in windows))
-        averaged = {lang: v / weight for lang, v in totals.items()}
-        lang, prob = choose_language(averaged, self.languages)
-        return lang, prob, averaged
+        return {lang: v / weight for lang, v in totals.items()}
+
+    def detect_language(self, audio: np.ndarray) -> LanguageDecision:
+        """The language of ``audio`` and what to do with it (:func:`cinedub.ops.language.decide_language`)."""
+        return decide_language(self.language_probabilities(audio), self.languages, self.cfg.asr.other_languages)
 
     # -------------------------------------------------------------------------------------------------- process
 
@@ -244,11 +241,12 @@ class AsrStage(Stage):
         duration_ms = sample_to_ms(len(audio), sr)
 
         if language is not None:
-            lang, lang_prob = language, 1.0
+            decision = LanguageDecision(language, 1.0, True, "ok")
         else:
-            lang, lang_prob, _ = self.detect_language(audio)
+            decision = self.detect_language(audio)
+        lang, lang_prob = decision.language, decision.probability
         t_lid = time.perf_counter()
-        raw_segments = self._transcribe(audio, lang, seed, progress) if len(audio) else []
+        raw_segments = self._transcribe(audio, lang, seed, progress) if decision.transcribe and len(audio) else []
 
         zh_script = self.cfg.zh_script
         candidates: list[AsrSegment] = []
@@ -316,6 +314,8 @@ class AsrStage(Stage):
                 compute_type=self.compute_type,
                 fallback_segments=sum(1 for c in candidates if c.temperature > 0),
             ),
+            status=decision.status,
+            status_reason=decision.reason,
         )
         elapsed = time.perf_counter() - t0
         logger.info(
@@ -328,7 +328,7 @@ class AsrStage(Stage):
             t_lid - t0,
             lang,
             lang_prob,
-            " (forced)" if language is not None else f" among {self.languages}",
+            " (forced)" if language is not None else f" ({decision.status}{': ' + decision.reason if decision.reason else ''})",
             len(kept),
             sum(len(s.words) for s in kept),
             len(dropped),

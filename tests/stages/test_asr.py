@@ -10,6 +10,7 @@ import csv
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -17,9 +18,9 @@ from cinedub.config import AsrConfig, Config
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.eval.asr import cer, wer
 from cinedub.media import extract_audio
+from cinedub.ops.language import decide_language
 from cinedub.stages.asr import (
     AsrStage,
-    choose_language,
     clean_words,
     find_hallucinations,
     segment_guard_reason,
@@ -79,7 +80,7 @@ def test_english_monologue_accented_speaker(transcribe, asr_stage, audio_16k, me
     reference = (media_dir / "en_monologue" / "englishvideo.reference.txt").read_text(encoding="utf-8")
     score = wer(reference, transcript.text)
     audio, _ = sf.read(audio_16k["en_monologue"], dtype="float32")
-    _, _, probs = asr_stage.detect_language(audio)
+    probs = asr_stage.language_probabilities(audio)
     top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
     print(f"\nen_monologue: WER {score:.3f} in {took:.1f} s; language {transcript.language} "
           f"p={transcript.language_probability:.3f} (unrestricted top 3: {[(k, round(v, 3)) for k, v in top]})")
@@ -134,15 +135,29 @@ def test_word_timestamps_and_json_round_trip(key, transcribe, audio_16k):
 
 
 @pytest.mark.slow
-def test_language_id_never_leaves_the_configured_languages(asr_stage, media_dir, tmp_path):
-    # a Russian vlog with languages ["zh", "en"]: Whisper hears Russian, the stage must still answer zh or en
+def test_other_language_is_skipped_or_transcribed_never_translated(cfg, asr_stage, media_dir, tmp_path):
+    """A Russian vlog with languages ["zh", "en"]: detected as Russian over all languages; by default the source
+    is skipped with the reason, and with other_languages=transcribe it is written in Cyrillic, labelled ru."""
     audio_path = extract_audio(media_dir / "vertical_hevc" / "vlog_ru_vertical.mp4", tmp_path / "ru.flac")
-    audio, _ = sf.read(audio_path, dtype="float32")
-    lang, prob, probs = asr_stage.detect_language(audio)
-    top = max(probs, key=probs.__getitem__)
-    print(f"\nvlog_ru: unrestricted {top} p={probs[top]:.3f}; restricted {lang} p={prob:.3f}")
-    assert top == "ru"
-    assert lang in {"zh", "en"} and 0.0 < prob <= 1.0
+    skipped = asr_stage.transcribe(audio_path)
+    assert (skipped.language, skipped.status) == ("ru", "skipped_language") and skipped.language_probability > 0.5
+    assert "ru" in skipped.status_reason and not skipped.segments
+    assert skipped.outcome() == ("skipped_language", skipped.status_reason)
+    own = get_stage(AsrStage, cfg.model_copy(update={"asr": cfg.asr.model_copy(update={"other_languages": "transcribe"})}))
+    t = own.transcribe(audio_path)
+    assert t.language == "ru" and t.status == "ok" and t.outcome() is None
+    letters = [ch for ch in t.text if ch.isalpha()]
+    assert letters and sum("\u0400" <= ch <= "\u04ff" for ch in letters) >= 0.9 * len(letters), t.text  # not English
+
+
+def test_silence_is_no_speech_with_no_language(asr_stage, tmp_path):
+    path = tmp_path / "silence.flac"
+    sf.write(str(path), np.zeros(16000 * 3, np.float32), 16000)
+    short = tmp_path / "short.flac"
+    sf.write(str(short), np.zeros(4800, np.float32), 16000)  # 0.3 s
+    for p in (path, short):
+        t = asr_stage.transcribe(p)
+        assert t.language is None and t.status == "no_speech" and t.outcome()[0] == "no_speech"
 
 
 @pytest.mark.slow
@@ -203,12 +218,14 @@ def test_repeated_segments_are_dropped_as_a_run():
     assert find_hallucinations([_segment("Thank you.")] * 4, asr) == [None] * 4
 
 
-def test_choose_language_is_restricted_and_renormalised():
+def test_language_decision():
     probs = {"es": 0.5, "en": 0.3, "zh": 0.1, "ca": 0.1}
-    lang, p = choose_language(probs, ["zh", "en"])
-    assert lang == "en" and p == pytest.approx(0.75)
-    assert choose_language(probs, []) == ("es", 0.5)
-    assert choose_language({"es": 1.0}, ["zh", "en"]) == ("zh", 0.0)
+    d = decide_language(probs, ["zh", "en"], "skip")
+    assert (d.language, d.status, d.transcribe) == ("es", "skipped_language", False) and "es" in d.reason
+    assert decide_language(probs, ["zh", "en"], "transcribe").language == "es"
+    assert decide_language(probs, [], "skip").status == "ok"
+    assert decide_language({"en": 0.6, "zh": 0.4}, ["zh", "en"], "skip").language == "en"
+    assert decide_language({}, ["zh"], "skip").status == "no_speech"
 
 
 def test_clean_words_monotonic_clamped_and_simplified():
