@@ -6,6 +6,7 @@ reading only the clip's span of the FLAC file, so memory stays bounded by one cl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -64,7 +65,7 @@ def clip_turns(clip_start_ms: int, clip_end_ms: int, turns: Sequence[Turn]) -> l
     for t in turns:
         s, e = max(t.start_ms, clip_start_ms), min(t.end_ms, clip_end_ms)
         if e > s:
-            out.append(t if (s, e) == (t.start_ms, t.end_ms) else Turn(s, e, t.speaker_id, t.on_screen, t.face_track_id, t.overlap))
+            out.append(t if (s, e) == (t.start_ms, t.end_ms) else dataclasses.replace(t, start_ms=s, end_ms=e))
     return out
 
 
