@@ -66,7 +66,10 @@ class AvConfig(BaseModel):
             diarization smooths to 200 ms already).
         cut_overlap_max_ms: overlap regions that contain a hard cut and are at most this long are window smoothing
             of a hand-over on the cut (the offline overlap marker reaches 250 ms each side of a change), not
-            evidence: the hand-over is moved to the cut.
+            evidence: the hand-over is moved to the cut. Pieces up to this long on a cut also change voice when the
+            face speaking them belongs to the neighbouring voice (``handover_min_llr``, ``handover_max_gap_ms``).
+        handover_min_llr: in-piece LLR (Light-ASD + margin + synchrony) the face must reach (1.0: about 73 %).
+        handover_max_gap_ms: the neighbouring piece of that voice is at most this far (a breath, not a new turn).
     """
 
     identity_model_dir_name: str = "dlib"
@@ -101,3 +104,5 @@ class AvConfig(BaseModel):
     listener_min_sync_llr: float = Field(2.0, ge=0)
     min_turn_ms: int = Field(200, ge=0)
     cut_overlap_max_ms: int = Field(600, ge=0)
+    handover_min_llr: float = 1.0
+    handover_max_gap_ms: int = Field(500, ge=0)

@@ -26,7 +26,8 @@ from typing import ClassVar
 import numpy as np
 
 from cinedub.diarization.records import DiarizationResult
-from cinedub.ops.attribution import TurnAttribution, VoiceChange, VoiceLink, attribute
+from cinedub.ops.attribution import TurnAttribution
+from cinedub.ops.voice_links import VoiceChange, VoiceLink, attribute
 from cinedub.ops.av_config import AvConfig
 from cinedub.ops.av_evidence import (add_asd, add_sync, co_visible_identities, make_pieces, read_asd_logodds,
                                      read_presence, sync_windows)
@@ -185,7 +186,7 @@ def fuse_av(
 
         attributions, links, changes = attribute(
             pieces, cfg, voice_distance=_voice_distances(diar, diar_json_dir),
-            co_visible=co_visible_identities(tracks, ident), new_speaker_id=new_id)
+            co_visible=co_visible_identities(tracks, ident), new_speaker_id=new_id, cuts_ms=cuts)
         excl = [_with_attribution(t, a) for t, a in zip(excl, attributions)]
         into = {c.speaker_ids[0]: c.speaker_ids[1] for c in changes if c.kind == "merge"}
         full = _full_turns(full, attributions, into)
