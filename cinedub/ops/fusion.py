@@ -149,7 +149,8 @@ def fuse_av(
     excl = union_same_speaker(absorb_short_turns(diar.exclusive_turns, cfg.min_turn_ms), touching=False)
     full = union_same_speaker(absorb_short_turns(diar.turns, cfg.min_turn_ms))
     full, excl = handover_at_cuts(full, excl, cuts, cfg.cut_overlap_max_ms)
-    excl, full = split_at_cuts(excl, cuts), split_at_cuts(full, cuts)
+    excl = absorb_short_turns(split_at_cuts(excl, cuts), cfg.min_turn_ms, cuts)
+    full = absorb_short_turns(split_at_cuts(full, cuts), cfg.min_turn_ms, cuts)
     cues: list[str] = []
     attributions: list[TurnAttribution] = []
     links: list[VoiceLink] = []

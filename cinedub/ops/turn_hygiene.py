@@ -1,6 +1,7 @@
 """Turn hygiene of the fused timeline (pure logic on :class:`~cinedub.types.Turn` lists, integer ms).
 
-- :func:`absorb_short_turns`: no turn shorter than a minimum (pyannote's ``min_duration_on`` analogue).
+- :func:`absorb_short_turns`: no turn shorter than a minimum (pyannote's ``min_duration_on`` analogue), also
+  after the turns are cut at the shots (a turn that crosses a cut by 30 ms leaves no 30 ms piece).
 - :func:`union_same_speaker`: no two overlapping turns of one speaker.
 - :func:`handover_at_cuts`: no overlap invented at a hard cut by window smoothing of a hand-over on the cut.
 - :func:`split_at_cuts`: a turn's face track lies in one shot, so turns are cut at the shot boundaries.
@@ -23,17 +24,25 @@ def _touches(a: Turn, b: Turn) -> bool:
     return a.start_ms <= b.end_ms + _TOUCH_MS and b.start_ms <= a.end_ms + _TOUCH_MS
 
 
-def absorb_short_turns(turns: Sequence[Turn], min_ms: int) -> list[Turn]:
+def absorb_short_turns(turns: Sequence[Turn], min_ms: int, cuts_ms: Sequence[int] = ()) -> list[Turn]:
     """Turns shorter than ``min_ms`` join a touching or overlapping turn (one of the same speaker first, else the
-    longest), taking its speaker; isolated short turns are dropped. Shortest first, until none is left."""
+    longest), taking its speaker; isolated short turns are dropped. Shortest first, until none is left. No turn
+    grows across one of ``cuts_ms`` (pieces of a turn cut at a shot stay in their shot)."""
     out = sorted(turns, key=lambda t: (t.start_ms, t.speaker_id))
+    cuts = sorted(cuts_ms)
+
+    def crosses(a: Turn, b: Turn) -> bool:
+        lo, hi = min(a.start_ms, b.start_ms), max(a.end_ms, b.end_ms)
+        k = bisect.bisect_right(cuts, lo)
+        return k < len(cuts) and cuts[k] < hi
+
     while True:
         short = [i for i, t in enumerate(out) if t.end_ms - t.start_ms < min_ms]
         if not short:
             return out
         i = min(short, key=lambda i: (out[i].end_ms - out[i].start_ms, i))
         t = out.pop(i)
-        near = [j for j, u in enumerate(out) if _touches(t, u)]
+        near = [j for j, u in enumerate(out) if _touches(t, u) and not crosses(t, u)]
         if not near:
             continue
         j = max(near, key=lambda j: (out[j].speaker_id == t.speaker_id, out[j].end_ms - out[j].start_ms))

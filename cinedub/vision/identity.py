@@ -68,7 +68,7 @@ def locate_dlib_models(models_dir: str | Path | None, dir_name: str = "dlib") ->
 
 
 class FaceDescriber:
-    """dlib's 128-d face descriptor of a face crop (loads both models once; about 3 s)."""
+    """dlib's 128-d face descriptor of a face crop (loads both models once and warms the network up: about 3 s)."""
 
     def __init__(self, recognition_path: str | Path, shape_path: str | Path):
         import dlib  # dlib-bin: a binary wheel, CPU
@@ -76,6 +76,8 @@ class FaceDescriber:
         self._dlib = dlib
         self.recognizer = dlib.face_recognition_model_v1(str(recognition_path))
         self.shapes = dlib.shape_predictor(str(shape_path))
+        # the first descriptor costs about 0.6 s more (dlib sets its network up): pay it at load, not per source
+        self.recognizer.compute_face_descriptor(np.full((150, 150, 3), 128, np.uint8))
 
     def describe(self, rgb: np.ndarray, box_xyxy: Sequence[float]) -> np.ndarray:
         """Descriptor ``(128,)`` float32 of the face inside ``box_xyxy`` (px) of an RGB uint8 image ``(h, w, 3)``."""
