@@ -7,7 +7,7 @@ whether each reference speaker keeps one id across shots, and what identity + sy
 CPU time, and wall time). ``en_2spk_audio`` has no picture: it is diarized by the diarization stage and fused
 without faces (hygiene only).
 
-    .venv/bin/python scripts/eval_av.py --models-dir ../shared/models --out /tmp/av-out [--json rows.json]
+    .venv/bin/python scripts/eval_av.py [--out /tmp/av-out] [--cases twoshot_dev,grp_c0] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -15,75 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CINEDUB_SHARED", REPO.parent / "shared"))
 sys.path.insert(0, str(REPO))
 
-# name -> (media path, reference RTTM or None, truth JSON or None, name inside a groups truth file)
-CASES = {
-    "twoshot_dev": ("av_speakers/twoshot_dev.mp4", "av_speakers/twoshot_dev.rttm", "av_speakers/twoshot_dev.truth.json", None),
-    "grp_c0": ("av_speakers/grp_c0.mp4", None, "av_speakers/asd_groups.truth.json", "grp_c0"),
-    "grp_1e": ("av_speakers/grp_1e.mp4", None, "av_speakers/asd_groups.truth.json", "grp_1e"),
-    "grp_0a": ("av_speakers/grp_0a.mp4", None, "av_speakers/asd_groups.truth.json", "grp_0a"),
-    "react_12": ("av_speakers/react_12.mp4", None, "av_speakers/asd_groups.truth.json", "react_12"),
-    "react_13": ("av_speakers/react_13.mp4", None, "av_speakers/asd_groups.truth.json", "react_13"),
-    "dialogue_5shots": ("dialogue_5shots/dialogue_5shots.mp4", "dialogue_5shots/dialogue_5shots.rttm",
-                        "dialogue_5shots/dialogue_5shots.truth.json", None),
-    # reference = the reference pipeline's output (not labels): only the speaker count is a target
-    "zh_tvdrama": ("zh_tvdrama/sample_DEBUG.mp4+zh_tvdrama/sample.wav", "zh_tvdrama/sample.pipeline_output.rttm", None, None),
-}
-
-
-def media_file(media: Path, spec: str, tmp: Path) -> Path:
-    """The case's video; ``video+audio`` specs are muxed once into ``tmp`` (zh_tvdrama's picture has no sound)."""
-    if "+" not in spec:
-        return media / spec
-    video, audio = spec.split("+")
-    out = tmp / (Path(video).parent.name + ".mp4")
-    if not out.is_file():
-        from cinedub.media import mux_video_audio
-
-        mux_video_audio(media / video, media / audio, out)
-    return out
-
-
-def ensure_pipeline(inputs: list[Path], out: Path, models_dir: Path) -> None:
-    """``cinedub run`` on the inputs whose work folder is missing (one run for all, CPU-bound)."""
-    from cinedub.eval.av_run import find_work_dir
-
-    todo = [p for p in inputs if find_work_dir(out, p) is None]
-    if todo:
-        cmd = [sys.executable, "-m", "cinedub.cli", "run", *map(str, todo), "--out", str(out), "--models-dir",
-               str(models_dir), "--separation", "none", "--no-progress"]
-        subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def en_2spk(media: Path, models_dir: Path):
-    """DER of the audio-only case, diarization alone and fused without faces."""
-    from cinedub.config import Config
-    from cinedub.diarization.rttm import read_rttm
-    from cinedub.eval.diarization import score
-    from cinedub.media import load_audio
-    from cinedub.ops.fusion import fuse_av
-    from cinedub.stages.diarization import DiarizationStage
-
-    stage = DiarizationStage(Config.load(models_dir=models_dir, device="cpu", separation={"method": "none"}))
-    wav, sr = load_audio(media / "en_2spk_audio/sample.wav")
-    diar = stage.diarize_array(wav, sr, speaker_prefix="en")
-    ref = read_rttm(media / "en_2spk_audio/sample.rttm")
-    return score(ref, list(diar.turns)), score(ref, list(fuse_av(diar, speaker_prefix="en").timeline.turns))
-
-
 def main() -> int:
+    from cinedub.eval.av_run import AV_CASES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models-dir", type=Path, default=REPO.parent / "shared" / "models")
-    ap.add_argument("--media-dir", type=Path, default=REPO.parent / "shared" / "media")
+    ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
+    ap.add_argument("--media-dir", type=Path, default=SHARED / "media")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "cinedub-eval-av")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    ap.add_argument("--cases", default=",".join([*AV_CASES, "en_2spk_audio"]), help="comma-separated subset")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
@@ -93,21 +40,21 @@ def main() -> int:
 
     from cinedub.diarization.rttm import read_rttm
     from cinedub.eval.av import evaluate, load_truth
-    from cinedub.eval.av_run import find_work_dir, fuse_work, load_work_records
+    from cinedub.eval.av_run import audio_only_scores, ensure_pipeline, find_work_dir, fuse_work, load_work_records, media_file
     from cinedub.eval.diarization import score
     from cinedub.vision.identity import FaceDescriber, locate_dlib_models
 
     names = [n for n in args.cases.split(",") if n]
     args.out.mkdir(parents=True, exist_ok=True)
-    video = {n: media_file(args.media_dir, CASES[n][0], args.out) for n in names if n in CASES}
-    ensure_pipeline(list(video.values()), args.out, args.models_dir)
+    video = {n: media_file(args.media_dir, AV_CASES[n][0], args.out) for n in names if n in AV_CASES}
+    ensure_pipeline(list(video.values()), args.out, args.models_dir, repo=REPO)
     describer = FaceDescriber(*locate_dlib_models(args.models_dir))
     rows = []
     head = (f"{'case':16s} {'DER audio':>9s} {'DER fused':>9s} {'spk ref/hyp':>11s} {'face/frame':>10s} "
             f"{'shot 1':>7s} {'one id':>7s} {'RTF id+sync':>11s} {'wall s':>7s}")
     print(head)
     for n, path in video.items():
-        _, rttm, truth_json, key = CASES[n]
+        _, rttm, truth_json, key = AV_CASES[n]
         rec = load_work_records(find_work_dir(args.out, path))
         fused, ident, cost = fuse_work(rec, describer, out_dir=args.out / "eval-av" / n)
         ref = read_rttm(args.media_dir / rttm) if rttm else None
@@ -130,8 +77,8 @@ def main() -> int:
               f"{str(row['ref_speakers'] or '?') + '/' + str(row['hyp_speakers']):>11s} {pct(row['face_accuracy']):>10s} "
               f"{pct(row['shot1_accuracy']):>7s} {one:>7s} {row['rtf']:>11.3f} "
               f"{cost.identity_wall_s + cost.fuse_wall_s:>7.2f}")
-    if "en_2spk_audio" in args.cases or args.cases == ",".join(CASES):
-        b, a = en_2spk(args.media_dir, args.models_dir)
+    if "en_2spk_audio" in names:
+        b, a = audio_only_scores(args.media_dir, args.models_dir)
         rows.append(dict(case="en_2spk_audio", der_audio=b.der, der_fused=a.der, ref_speakers=b.ref_speakers,
                          hyp_speakers=a.hyp_speakers))
         print(f"{'en_2spk_audio':16s} {100 * b.der:>8.1f}% {100 * a.der:>8.1f}% {f'{b.ref_speakers}/{a.hyp_speakers}':>11s}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +124,62 @@ def fuse_work(
     cost = CueCost(round(t1 - t0, 3), round(c1 - c0, 3), fused.sync_wall_s, round(t2 - t1, 3), round(c2 - c1, 3),
                    ident.n_descriptors if ident else 0)
     return fused, ident, cost
+
+
+# The shared audio-visual dev set (paths relative to ../shared/media): name -> (media, reference RTTM or None,
+# truth JSON or None, clip name inside a groups truth file). "video+audio" media are muxed first.
+AV_CASES = {
+    "twoshot_dev": ("av_speakers/twoshot_dev.mp4", "av_speakers/twoshot_dev.rttm", "av_speakers/twoshot_dev.truth.json", None),
+    "grp_c0": ("av_speakers/grp_c0.mp4", None, "av_speakers/asd_groups.truth.json", "grp_c0"),
+    "grp_1e": ("av_speakers/grp_1e.mp4", None, "av_speakers/asd_groups.truth.json", "grp_1e"),
+    "grp_0a": ("av_speakers/grp_0a.mp4", None, "av_speakers/asd_groups.truth.json", "grp_0a"),
+    "react_12": ("av_speakers/react_12.mp4", None, "av_speakers/asd_groups.truth.json", "react_12"),
+    "react_13": ("av_speakers/react_13.mp4", None, "av_speakers/asd_groups.truth.json", "react_13"),
+    "dialogue_5shots": ("dialogue_5shots/dialogue_5shots.mp4", "dialogue_5shots/dialogue_5shots.rttm",
+                        "dialogue_5shots/dialogue_5shots.truth.json", None),
+    # reference = the reference pipeline's output (not labels): only the speaker count is a target
+    "zh_tvdrama": ("zh_tvdrama/sample_DEBUG.mp4+zh_tvdrama/sample.wav", "zh_tvdrama/sample.pipeline_output.rttm", None, None),
+}
+
+
+def media_file(media: Path, spec: str, tmp: Path) -> Path:
+    """The case's video; ``video+audio`` specs are muxed once into ``tmp`` (zh_tvdrama's picture has no sound)."""
+    if "+" not in spec:
+        return media / spec
+    video, audio = spec.split("+")
+    out = tmp / (Path(video).parent.name + ".mp4")
+    if not out.is_file():
+        from cinedub.media import mux_video_audio
+
+        mux_video_audio(media / video, media / audio, out)
+    return out
+
+
+def ensure_pipeline(inputs: list[Path], out: Path, models_dir: Path, *, repo: Path | None = None) -> None:
+    """``cinedub run`` (a subprocess, separation off) on the inputs that have no work folder under ``out`` yet.
+
+    Raises:
+        subprocess.CalledProcessError: the run failed.
+    """
+    todo = [p for p in inputs if find_work_dir(out, p) is None]
+    if todo:
+        cmd = [sys.executable, "-m", "cinedub.cli", "run", *map(str, todo), "--out", str(out), "--models-dir",
+               str(models_dir), "--separation", "none", "--no-progress"]
+        env = {**os.environ, **({"PYTHONPATH": str(repo)} if repo else {})}
+        subprocess.run(cmd, check=True, cwd=repo, env=env, stdout=subprocess.DEVNULL)
+
+
+def audio_only_scores(media: Path, models_dir: Path):
+    """DER of ``en_2spk_audio`` (no picture): the offline diarization alone and fused without faces (hygiene)."""
+    from cinedub.config import Config
+    from cinedub.diarization.rttm import read_rttm
+    from cinedub.eval.diarization import score
+    from cinedub.media import load_audio
+    from cinedub.ops.fusion import fuse_av
+    from cinedub.stages.diarization import DiarizationStage
+
+    stage = DiarizationStage(Config.load(models_dir=models_dir, device="cpu", separation={"method": "none"}))
+    wav, sr = load_audio(media / "en_2spk_audio/sample.wav")
+    diar = stage.diarize_array(wav, sr, speaker_prefix="en")
+    ref = read_rttm(media / "en_2spk_audio/sample.rttm")
+    return score(ref, list(diar.turns)), score(ref, list(fuse_av(diar, speaker_prefix="en").timeline.turns))
