@@ -130,27 +130,30 @@ def plan_splits(
     pieces: Sequence[Piece], links: Sequence[VoiceLink], co_visible: set[frozenset[str]], cfg: AvConfig
 ) -> list[tuple[VoiceChange, list[int]]]:
     """Voices that hold two people: pieces given with ``split_min_confidence`` (in-piece cues) to two identities
-    seen on screen at the same time, each over ``split_min_turns`` pieces and ``split_min_speech_ms``, the second
-    identity linked to no other voice. Returns each change with the indices (into ``pieces``) that move."""
-    linked = {lk.speaker_id: lk.identity_id for lk in links if lk.linked}
-    taken = set(linked.values())
-    sure: dict[tuple[str, str], list[int]] = {}
+    seen on screen at the same time, each over ``split_min_turns`` pieces and ``split_min_speech_ms``, neither
+    identity linked to another voice. The identity with more such speech keeps the voice (such a voice is often
+    linked to neither: half its speech is the other person's). Returns each change with the indices (into
+    ``pieces``) that move."""
+    owner = {lk.identity_id: lk.speaker_id for lk in links if lk.linked}
+    sure: dict[str, dict[str, list[int]]] = {}
     for i, p in enumerate(pieces):
         for c in p.candidates:
             if c.identity_id is not None and (c.posterior or 0.0) >= cfg.split_min_confidence:
-                sure.setdefault((p.speaker_id, c.identity_id), []).append(i)
+                sure.setdefault(p.speaker_id, {}).setdefault(c.identity_id, []).append(i)
     out = []
-    for v, f1 in sorted(linked.items()):
-        keep = sure.get((v, f1), [])
-        for (v2, f2), moved in sorted(sure.items()):
-            if v2 != v or f2 == f1 or f2 in taken or frozenset((f1, f2)) not in co_visible:
+    for v, by_ident in sorted(sure.items()):
+        ok = {f: ix for f, ix in by_ident.items() if owner.get(f, v) == v and len(ix) >= cfg.split_min_turns
+              and sum(pieces[i].duration_ms for i in ix) >= cfg.split_min_speech_ms}
+        ranked = sorted(ok, key=lambda f: (-sum(pieces[i].duration_ms for i in ok[f]), f))
+        if len(ranked) < 2:
+            continue
+        keep = ranked[0]
+        for f2 in ranked[1:]:
+            if frozenset((keep, f2)) not in co_visible:
                 continue
-            enough = [len(ix) >= cfg.split_min_turns and sum(pieces[i].duration_ms for i in ix) >= cfg.split_min_speech_ms
-                      for ix in (keep, moved)]
-            if all(enough):
-                conf = min((c.posterior or 0.0) for i in moved for c in pieces[i].candidates if c.identity_id == f2)
-                out.append((VoiceChange("split", (v, ""), f2, round(conf, 4), len(moved)), moved))
-                taken.add(f2)
+            moved = ok[f2]
+            conf = min((c.posterior or 0.0) for i in moved for c in pieces[i].candidates if c.identity_id == f2)
+            out.append((VoiceChange("split", (v, ""), f2, round(conf, 4), len(moved)), moved))
     return out
 
 
