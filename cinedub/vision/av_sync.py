@@ -15,12 +15,14 @@ synchrony is the mutual information of a visual and an audio feature under a joi
   signals out of sync are the null, as SyncNet's confidence compares the best offset with the median one (Chung &
   Zisserman 2016, "Out of time: automated lip sync in the wild"). The score is ``z = (r_best - mean_null) / sd_null``.
 
-Measured on the shared dev set (twoshot_dev, grp_*, react_*, dialogue_5shots: 36 turn x face pairs): ROC AUC 0.84
-for "this face speaks this turn" (Light-ASD alone 0.90), and it picks the heard face in both turns of twoshot_dev's
-two-talking-faces shot, where Light-ASD scores both faces speaking. Mouth opening (rather than motion) against the
-energy envelope scored AUC 0.44-0.68 on the same pairs (``scripts/asd_sync_probe.py`` tells the same story). It does
-**not** separate dialogue_5shots shot 5 (an off-screen voice over a talking woman: z 1.2-1.6 against 0.6-5 for the
-real speakers), so it is one cue among others, never a verdict alone.
+Measured on the shared dev set (twoshot_dev, grp_*, react_*, dialogue_5shots: 36 turn x face pairs): ROC AUC 0.81
+for "this face speaks this turn" (Light-ASD alone 0.90; z of speaking faces 2.7 +- 1.2, of the others 1.3 +- 0.9),
+and it picks the heard face in both turns of twoshot_dev's two-talking-faces shot, where Light-ASD scores both faces
+speaking. The feature was chosen on those pairs among mouth opening, inner/outer lip aperture speed and mouth-crop
+pixel motion, against wide-band, 300-3000 Hz and F2-band energy: mouth opening against the envelope scored AUC
+0.44-0.68 (``scripts/asd_sync_probe.py`` tells the same story), lip-contour speed 0.78-0.84. It does **not**
+separate dialogue_5shots shot 5 (an off-screen voice over a talking woman: z 0.5-1.6, like the weakest real
+speaker), and listeners who laugh with the speech can score high (grp_1e), so it is one cue among others.
 """
 
 from __future__ import annotations

@@ -122,3 +122,16 @@ def test_lip_motion_ignores_head_motion_and_scale():
     base[0], base[10] = (0, 10), (20, 10)  # mouth corners
     frames = np.stack([base * (1 + 0.5 * i) + (7 * i, 3 * i) for i in range(5)])  # moves and grows, same shape
     assert np.allclose(lip_motion(frames, np.arange(5) * 40), 0, atol=1e-9)
+
+
+def test_identity_stage_writes_its_records(av_case, cfg, tmp_path):
+    from cinedub.stages.base import get_stage
+    from cinedub.stages.identity import IdentityStage
+    from cinedub.vision.records import FaceIdentityResult
+
+    rec = av_case("zh_tvdrama")[0]
+    result = get_stage(IdentityStage, cfg).process(rec.faces, tmp_path)
+    back = FaceIdentityResult.from_json(tmp_path / "identity.json")
+    assert back == result and np.load(tmp_path / "identity.npy").shape == (2, 128)
+    # the same actor in both shots (the debug render shows one face for both voices)
+    assert len({t.identity_id for t in back.tracks}) == 1 and back.model.startswith("dlib:")
