@@ -26,6 +26,7 @@ from cinedub.hashing import stable_hash
 
 from cinedub.diarization.config import DiarizationConfig
 from cinedub.llm.config import LlmConfig
+from cinedub.ops.av_config import AvConfig
 from cinedub.vision.config import VisionConfig
 
 
@@ -193,6 +194,7 @@ class Config(BaseSettings):
     shards: ShardConfig = Field(default_factory=ShardConfig)
     diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
+    av: AvConfig = Field(default_factory=AvConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     run_diarization: bool = True
     run_visual: bool = True

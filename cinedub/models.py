@@ -28,6 +28,10 @@ PYANNOTE_FILES = (
 )
 
 
+DLIB_RECOGNITION = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d descriptor, LFW 99.38 % (dlib docs)
+DLIB_SHAPE = "shape_predictor_68_face_landmarks.dat"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model the pipeline can use.
@@ -82,6 +86,16 @@ def _specs(cfg: Config) -> list[ModelSpec]:
             "syncnet", "asd", v.sync_dir_name, (v.sync_model,), f"syncnet:{v.sync_model}",
             "joonson/syncnet_python download_model.sh: data/syncnet_v2.model (vetoes speaking runs out of sync)",
             path_of=v.sync_model, optional=v.sync_check != "on",
+        ),
+        ModelSpec(
+            "face-identity", "face_identity", cfg.av.identity_model_dir_name, (DLIB_RECOGNITION, DLIB_SHAPE),
+            "dlib:resnet-v1+shape68",
+            "PyPI face-recognition-models==0.1.3 with dlib-bin (scripts/setup.sh installs both; the files are read "
+            "from the installed wheel when this folder lacks them; the 68-point predictor's iBUG 300-W training "
+            "data excludes commercial use)",
+            optional=not cfg.run_visual,
+            package_files=(("face-recognition-models", f"face_recognition_models/models/{DLIB_RECOGNITION}"),
+                           ("face-recognition-models", f"face_recognition_models/models/{DLIB_SHAPE}")),
         ),
         ModelSpec(
             "speaker-embedding", "diarization", d.embedding.model_dir_name, ("pretrained.pt",),

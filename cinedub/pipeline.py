@@ -31,6 +31,7 @@ from cinedub.stages.base import Stage, StageContext, get_stage
 from cinedub.stages.diarization import DiarizationStage
 from cinedub.stages.faces import FacesStage
 from cinedub.stages.fuse import FuseStage
+from cinedub.stages.identity import IdentityStage
 from cinedub.stages.ingest import IngestStage
 from cinedub.stages.package import PackageStage
 from cinedub.stages.segment import SegmentStage
@@ -49,6 +50,7 @@ PIPELINE: tuple[type[Stage], ...] = (
     DiarizationStage,
     FacesStage,
     AsdStage,
+    IdentityStage,
     FuseStage,
     SegmentStage,
     PackageStage,

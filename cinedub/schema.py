@@ -44,6 +44,10 @@ TURN = pa.struct(
         ("on_screen", pa.bool_()),
         ("face_track_id", pa.string()),
         ("overlap", pa.bool_()),
+        ("face_identity_id", pa.string()),
+        ("attribution_confidence", pa.float32()),
+        ("attribution_cue", pa.string()),
+        ("attribution_reason", pa.string()),
     ]
 )
 SPEAKER = pa.struct(
@@ -135,7 +139,7 @@ FIELDS: tuple[FieldDoc, ...] = (
     FieldDoc("text", pa.string(), "transcript after correction (equals text_raw until the LLM stage runs)"),
     FieldDoc("text_raw", pa.string(), "raw ASR transcript of the clip's words"),
     FieldDoc("words", pa.list_(WORD), "ASR words: text, start/end in the source timeline (ms), probability, speaker", "ms"),
-    FieldDoc("turns", pa.list_(TURN), "speaker turns inside the clip (source timeline ms); speaker ids stable per source", "ms"),
+    FieldDoc("turns", pa.list_(TURN), "speaker turns inside the clip (source timeline ms), cut at the shots; speaker ids stable per source; since 1.3: face_identity_id (the face across shots, stable per source), attribution_confidence (posterior of the audio-visual decision behind on_screen), attribution_cue (asd, asd_margin, sync, identity or no_face: what decided it), attribution_reason (why on_screen is null: ambiguous, weak, listener, unscored, too_short, overlap)", "ms"),
     FieldDoc("speakers", pa.list_(SPEAKER), "per speaker in the clip: gender, age group, timbre words, face tracks"),
     FieldDoc("emotion", pa.string(), "clip emotion from a closed label set"),
     FieldDoc("emotion_confidence", pa.float32(), "confidence of the emotion label in [0, 1]"),

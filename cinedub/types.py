@@ -348,6 +348,12 @@ class Turn(Record):
         on_screen: True if a visible face speaks it, False if off screen, None if unknown (no visual stage).
         face_track_id: the speaking face track, if any.
         overlap: True if another speaker talks at the same time for part of the turn.
+        face_identity_id: the face identity of ``face_track_id`` across shots ("<source_id>-F00" style), if known.
+        attribution_confidence: posterior (0..1) of the audio-visual decision behind ``on_screen``: that the face
+            speaks (True) or that no visible face does (False); None when no decision was made.
+        attribution_cue: the cue that decided ``on_screen`` ("asd", "sync", "identity", "no_face"), None if undecided.
+        attribution_reason: why ``on_screen`` is None ("ambiguous", "weak", "listener", "unscored", "too_short",
+            "overlap"); None when decided (:mod:`cinedub.ops.attribution`).
     """
 
     start_ms: int
@@ -356,6 +362,10 @@ class Turn(Record):
     on_screen: bool | None = None
     face_track_id: str | None = None
     overlap: bool = False
+    face_identity_id: str | None = None
+    attribution_confidence: float | None = None
+    attribution_cue: str | None = None
+    attribution_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,29 @@ def der(
     )
 
 
+@app.command("eval-av")
+def eval_av(
+    truth: Annotated[Path, typer.Argument(help="Truth JSON of on-screen positions (twoshot_dev / dialogue_5shots / asd_groups format).")],
+    hypothesis: Annotated[Path, typer.Argument(help="Fused timeline JSON (the fuse step's DiarizationResult).")],
+    faces: Annotated[Optional[Path], typer.Option(help="The faces stage's faces.json (boxes per frame).")] = None,
+    rttm: Annotated[Optional[Path], typer.Option(help="Reference RTTM (none for the group clips).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Clip name inside a groups truth file (e.g. grp_c0).")] = None,
+    collar: Annotated[float, typer.Option(help="Total DER collar in s (0.25 forgives +-0.125 s).")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+) -> None:
+    """DER/JER, speakers found, face attribution per frame and one id per person across shots (cinedub.eval.av)."""
+    import json
+
+    from cinedub.eval.av import evaluate_files
+
+    try:
+        scores, text = evaluate_files(truth, hypothesis, faces_path=faces, rttm_path=rttm, name=name, collar_s=collar)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]eval-av:[/red] {e}")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(scores.to_dict()) if as_json else text)
+
+
 @app.command()
 def mux(
     video: Annotated[Path, typer.Argument(help="File whose video stream is kept.")],

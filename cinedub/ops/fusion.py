@@ -1,170 +1,204 @@
-"""Audio-visual fusion of speaker turns (pure logic: no model).
+"""Audio-visual fusion of speaker turns: the audio diarization plus the face evidence -> the timeline of the shards.
 
-Inputs: the audio diarization of a source (speaker turns, exclusive turns, overlaps) and, per exclusive turn, the
-face track the active speaker detector saw speaking it (or none, with a reason). Rules, applied in order:
+:func:`fuse_av` is the entry point (pure: it reads the records' Parquet/audio files and writes nothing):
 
-1. **Merge.** Two audio clusters whose turns are spoken by the *same face track* are one person (a track is one
-   face inside one shot), so the smaller cluster is merged into the larger.
-2. **Split.** One audio cluster whose turns are spoken by two face tracks *visible in the same shot at the same
-   time* is two people (one face cannot be two tracks at once), so the turns of the second track get a new id.
-3. **On/off screen.** A turn with a speaking face is ``on_screen=True`` with its ``face_track_id``; a turn whose
-   faces were scored and none speaks is ``on_screen=False`` (off-screen speaker, face turned away, narration); a
-   turn whose faces could not be scored keeps ``on_screen=None``.
+1. **Hygiene** (:mod:`cinedub.ops.turn_hygiene`): turns under ``min_turn_ms`` are absorbed, one speaker's turns
+   never overlap, a hand-over smeared across a hard cut is moved onto the cut, and turns are cut at the shots
+   (a turn's face lies in its shot).
+2. **Evidence** (:mod:`cinedub.ops.av_evidence`): per piece (exclusive turn inside one shot) and face track of that
+   shot present in it: Light-ASD log-odds and margin, lip/audio synchrony (:mod:`cinedub.vision.av_sync`), the
+   track's face identity (:mod:`cinedub.vision.identity`).
+3. **Decision** (:mod:`cinedub.ops.attribution`): voices linked to identities over the whole source, merges and
+   splits through faces only on strong evidence, then per piece a face, off screen, or None with the reason;
+   every piece records its confidence and the deciding cue.
 
-Speaker ids are per source (``<source_id>-S00`` ...): the diarization runs on the whole source, so a character
-keeps one id in every clip of the source.
+Speaker ids stay per source (``<source_id>-S00`` ...); a voice split off gets the next free number.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
 
-from cinedub.diarization.records import DiarizationResult, OverlapRegion
-from cinedub.timebase import merge_spans
-from cinedub.types import Turn
-from cinedub.vision.records import FaceTrack, TurnSpeaker
+import numpy as np
+
+from cinedub.diarization.records import DiarizationResult
+from cinedub.ops.attribution import TurnAttribution
+from cinedub.ops.voice_links import VoiceChange, VoiceLink, attribute
+from cinedub.ops.av_config import AvConfig
+from cinedub.ops.av_evidence import (add_asd, add_sync, co_visible_identities, make_pieces, read_asd_logodds,
+                                     read_presence, sync_windows)
+from cinedub.ops.turn_hygiene import (absorb_short_turns, handover_at_cuts, overlap_regions, shot_index_at,
+                                      split_at_cuts, union_same_speaker)
+from cinedub.types import Record, ShotList, Turn
+from cinedub.vision.records import AsdResult, FaceIdentityResult, FaceTrack, FaceTrackList
 
 
-def _speech(turns: Sequence[Turn]) -> Counter:
-    c: Counter = Counter()
-    for t in turns:
-        c[t.speaker_id] += t.end_ms - t.start_ms
-    return c
+@dataclasses.dataclass(frozen=True)
+class FusionResult(Record):
+    """What :func:`fuse_av` returns.
 
+    Attributes:
+        timeline: the fused diarization (method gets ``+av``): turns and exclusive turns cut at the shots, with
+            ``on_screen``, ``face_track_id``, ``face_identity_id`` and the attribution fields.
+        attributions: the decision and evidence of every exclusive piece (same order as ``timeline.exclusive_turns``).
+        links: voice x identity link statistics (``linked``: chosen by the whole-source assignment).
+        changes: merges and splits of voices made through faces.
+        cues: the cues that ran ("asd", "sync", "identity").
+        sync_wall_s: seconds spent on synchrony (reading lips and audio, correlations).
+    """
 
-def _relabel(turns: Sequence[Turn], mapping: dict[str, str]) -> list[Turn]:
-    return [dataclasses.replace(t, speaker_id=mapping.get(t.speaker_id, t.speaker_id)) for t in turns]
+    timeline: DiarizationResult
+    attributions: tuple[TurnAttribution, ...] = ()
+    links: tuple[VoiceLink, ...] = ()
+    changes: tuple[VoiceChange, ...] = ()
+    cues: tuple[str, ...] = ()
+    sync_wall_s: float = 0.0
 
-
-def _merge_pairs(assigned: Sequence[tuple[Turn, TurnSpeaker]], speech: Counter) -> dict[str, str]:
-    """Cluster -> cluster it merges into, for clusters sharing a speaking face track (union-find)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    by_track: dict[str, set[str]] = defaultdict(set)
-    for turn, ts in assigned:
-        if ts.face_track_id:
-            by_track[ts.face_track_id].add(turn.speaker_id)
-    for speakers in by_track.values():
-        ordered = sorted(speakers, key=lambda s: (-speech[s], s))
-        for other in ordered[1:]:
-            a, b = find(ordered[0]), find(other)
-            if a != b:
-                keep, drop = (a, b) if (speech[a], b) >= (speech[b], a) else (b, a)
-                parent[drop] = keep
-    return {s: find(s) for s in list(parent)}
+    _nested: ClassVar[dict[str, type]] = {"timeline": DiarizationResult, "attributions": TurnAttribution,
+                                          "links": VoiceLink, "changes": VoiceChange}
 
 
 def _speaker_id(prefix: str, n: int) -> str:
     return f"{prefix}-S{n:02d}" if prefix else f"S{n:02d}"
 
 
-def _split(
-    assigned: list[tuple[Turn, TurnSpeaker]], tracks: dict[str, FaceTrack], taken: set[str], prefix: str
-) -> dict[tuple[int, int], str]:
-    """(start_ms, end_ms) of turns that move to a new speaker id, because their cluster speaks through two faces
-    seen in the same shot at the same time."""
-    moves: dict[tuple[int, int], str] = {}
-    by_speaker: dict[str, Counter] = defaultdict(Counter)
-    for turn, ts in assigned:
-        if ts.face_track_id:
-            by_speaker[turn.speaker_id][ts.face_track_id] += turn.end_ms - turn.start_ms
-    n = len(taken)
-    for speaker, counts in sorted(by_speaker.items()):
-        main = counts.most_common(1)[0][0]
-        mt = tracks.get(main)
-        for tid, _ in counts.most_common()[1:]:
-            t = tracks.get(tid)
-            if mt is None or t is None or t.shot_index != mt.shot_index:
-                continue  # different shots: without face identity, the same person may simply be filmed again
-            if t.start_ms >= mt.end_ms or t.end_ms <= mt.start_ms:
-                continue
-            while _speaker_id(prefix, n) in taken:
-                n += 1
-            new_id = _speaker_id(prefix, n)
-            taken.add(new_id)
-            for turn, ts in assigned:
-                if turn.speaker_id == speaker and ts.face_track_id == tid:
-                    moves[(turn.start_ms, turn.end_ms)] = new_id
-    return moves
+def _voice_distances(diar: DiarizationResult, json_dir: str | Path | None) -> dict[tuple[str, str], float]:
+    """Cosine distance of every pair of speaker embeddings (empty without embeddings)."""
+    if not diar.embeddings:
+        return {}
+    try:
+        m = diar.embedding_matrix(json_dir)
+    except (OSError, ValueError):
+        return {}
+    m = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+    ids = [e.speaker_id for e in diar.embeddings]
+    sim = m @ m.T
+    return {(a, b): float(1 - sim[i, j]) for i, a in enumerate(ids) for j, b in enumerate(ids) if i != j}
 
 
-def fuse(
+def _with_attribution(t: Turn, a: TurnAttribution | None) -> Turn:
+    if a is None:
+        return t
+    return dataclasses.replace(t, speaker_id=a.speaker_id, on_screen=a.on_screen, face_track_id=a.face_track_id,
+                               face_identity_id=a.face_identity_id, attribution_confidence=a.confidence,
+                               attribution_cue=a.cue, attribution_reason=a.reason)
+
+
+def _full_turns(turns: Sequence[Turn], attributions: Sequence[TurnAttribution], into: dict[str, str]) -> list[Turn]:
+    """Full (overlapping) turn pieces take the speaker and attribution of the exclusive piece of the same audio
+    cluster they overlap most; overlapped stretches without one keep the (merged) speaker, ``reason="overlap"``."""
+    by_src: dict[str, list[TurnAttribution]] = {}
+    for a in attributions:
+        by_src.setdefault(a.source_speaker_id, []).append(a)
+    out = []
+    for t in turns:
+        best, best_ov = None, 0
+        for a in by_src.get(t.speaker_id, ()):
+            ov = min(a.end_ms, t.end_ms) - max(a.start_ms, t.start_ms)
+            if ov > best_ov:
+                best, best_ov = a, ov
+        if best is not None:
+            out.append(_with_attribution(t, best))
+        else:
+            sid = into.get(t.speaker_id, t.speaker_id)
+            out.append(dataclasses.replace(t, speaker_id=sid, attribution_reason="overlap"))
+    return out
+
+
+def fuse_av(
     diar: DiarizationResult,
-    turn_speakers: Sequence[TurnSpeaker] | None,
-    tracks: Sequence[FaceTrack] = (),
+    faces: FaceTrackList | None = None,
+    asd: AsdResult | None = None,
+    shots: ShotList | None = None,
+    identities: FaceIdentityResult | None = None,
+    audio_16k: str | Path | None = None,
     *,
     speaker_prefix: str = "",
-) -> DiarizationResult:
-    """Apply the fusion rules of the module docstring; returns a new result (method gets ``+av``).
+    cfg: AvConfig | None = None,
+    frames_path: str | Path | None = None,
+    scores_path: str | Path | None = None,
+    diar_json_dir: str | Path | None = None,
+) -> FusionResult:
+    """Fuse the audio diarization of one source with its face evidence (see the module docstring).
 
     Args:
-        diar: the audio diarization of the whole source.
-        turn_speakers: the active-speaker assignment of each **exclusive** turn (matched by ``(start_ms, end_ms)``);
-            None when no visual stage ran (turns keep ``on_screen=None``).
-        tracks: the face tracks (their shot index and time span drive the split rule).
-        speaker_prefix: new speaker ids are ``"<prefix>-S<nn>"`` (``"S<nn>"`` without one), as the diarization
-            back-ends name theirs; pass the source id.
+        diar: the audio diarization of the whole source (speaker embeddings, if any, allow merges).
+        faces: the faces stage's tracks (None: no visual stage ran; only hygiene is applied, ``on_screen`` None).
+        asd: the ASD stage's result (its ``scores_path`` Parquet gives the per-frame log-odds); None: no ASD cue.
+        shots: the source's shots (turns are cut at them; a face must lie in its turn's shot).
+        identities: face identity per track (None: no identity cue, no links across shots).
+        audio_16k: mono 16 kHz audio on the source timeline (None: no synchrony cue).
+        speaker_prefix: ids of voices split off are ``<prefix>-S<nn>``; pass the source id.
+        frames_path / scores_path: override ``faces.frames_path`` / ``asd.scores_path`` (moved work folders).
+        diar_json_dir: folder that relative embedding ``.npy`` paths of ``diar`` are relative to.
+
+    Returns:
+        The fused timeline with per-piece attributions, voice links and voice changes.
+
+    Raises:
+        ValueError: the audio is not 16 kHz (from the synchrony cue).
     """
-    if turn_speakers is None:
-        return diar
-    by_span = {(s.start_ms, s.end_ms): s for s in turn_speakers}
-    assigned = [(t, by_span[(t.start_ms, t.end_ms)]) for t in diar.exclusive_turns if (t.start_ms, t.end_ms) in by_span]
-    speech = _speech(diar.exclusive_turns)
+    cfg = cfg or AvConfig()
+    cuts = shots.cut_ms if shots is not None else []
+    starts = [s.start_ms for s in shots.shots] if shots is not None else []
+    excl = union_same_speaker(absorb_short_turns(diar.exclusive_turns, cfg.min_turn_ms), touching=False)
+    full = union_same_speaker(absorb_short_turns(diar.turns, cfg.min_turn_ms))
+    full, excl = handover_at_cuts(full, excl, cuts, cfg.cut_overlap_max_ms)
+    excl = absorb_short_turns(split_at_cuts(excl, cuts), cfg.min_turn_ms, cuts)
+    full = absorb_short_turns(split_at_cuts(full, cuts), cfg.min_turn_ms, cuts)
+    cues: list[str] = []
+    attributions: list[TurnAttribution] = []
+    links: list[VoiceLink] = []
+    changes: list[VoiceChange] = []
+    sync_s = 0.0
+    if faces is not None:
+        tracks: list[FaceTrack] = list(faces.tracks)
+        ident = identities.identity_of() if identities is not None else {}
+        fpath = frames_path or faces.frames_path
+        presence = read_presence(fpath, [t.track_id for t in tracks])
+        shot_of = (lambda ms: shot_index_at(ms, starts)) if starts else (lambda ms: None)
+        pieces = make_pieces(excl, tracks, presence, shot_of, ident, fps=float(faces.fps), cfg=cfg)
+        if asd is not None:
+            add_asd(pieces, read_asd_logodds(scores_path or asd.scores_path, cfg), cfg)
+            cues.append("asd")
+        if audio_16k is not None:
+            from cinedub.vision.av_sync import track_sync
 
-    merge = _merge_pairs(assigned, speech)
-    assigned = [(dataclasses.replace(t, speaker_id=merge.get(t.speaker_id, t.speaker_id)), s) for t, s in assigned]
-    taken = set(diar.speaker_ids)
-    moves = _split(assigned, {t.track_id: t for t in tracks}, taken, speaker_prefix)
+            t0 = time.perf_counter()
+            add_sync(pieces, track_sync(fpath, audio_16k, sync_windows(pieces), fps=float(faces.fps), cfg=cfg), cfg)
+            sync_s = time.perf_counter() - t0
+            cues.append("sync")
+        if identities is not None:
+            cues.append("identity")
+        taken = set(diar.speaker_ids)
+        counter = [len(taken)]
 
-    def enrich(turn: Turn, exclusive: bool) -> Turn:
-        sid = merge.get(turn.speaker_id, turn.speaker_id)
-        ts = by_span.get((turn.start_ms, turn.end_ms)) if exclusive else None
-        if not exclusive:  # a full turn takes the assignment of the exclusive turn it overlaps most
-            best, best_ov = None, 0
-            for s in turn_speakers:
-                ov = min(s.end_ms, turn.end_ms) - max(s.start_ms, turn.start_ms)
-                if ov > best_ov and merge.get(s.speaker_id, s.speaker_id) == sid:
-                    best, best_ov = s, ov
-            ts = best
-        sid = moves.get((ts.start_ms, ts.end_ms), sid) if ts is not None else sid
-        if ts is None:
-            return dataclasses.replace(turn, speaker_id=sid)
-        return dataclasses.replace(turn, speaker_id=sid, on_screen=ts.on_screen, face_track_id=ts.face_track_id)
+        def new_id() -> str:
+            while _speaker_id(speaker_prefix, counter[0]) in taken:
+                counter[0] += 1
+            sid = _speaker_id(speaker_prefix, counter[0])
+            taken.add(sid)
+            return sid
 
-    exclusive = [enrich(t, True) for t in diar.exclusive_turns]
-    turns = [enrich(t, False) for t in diar.turns]
-    ids = list(dict.fromkeys(t.speaker_id for t in sorted(turns, key=lambda t: t.start_ms)))
-    overlaps = [
-        OverlapRegion(o.start_ms, o.end_ms, tuple(sorted({merge.get(s, s) for s in o.speaker_ids})))
-        for o in diar.overlaps
-    ]
-    overlaps = [o for o in overlaps if len(o.speaker_ids) >= 2]
-    embeddings = tuple(e for e in diar.embeddings if e.speaker_id in ids)
-    return dataclasses.replace(
-        diar,
-        method=f"{diar.method}+av",
-        num_speakers=len(ids),
-        speaker_ids=tuple(ids),
-        turns=tuple(turns),
-        exclusive_turns=tuple(exclusive),
-        overlaps=tuple(overlaps),
-        embeddings=embeddings,
+        attributions, links, changes = attribute(
+            pieces, cfg, voice_distance=_voice_distances(diar, diar_json_dir),
+            co_visible=co_visible_identities(tracks, ident), new_speaker_id=new_id, cuts_ms=cuts)
+        excl = [_with_attribution(t, a) for t, a in zip(excl, attributions)]
+        into = {c.speaker_ids[0]: c.speaker_ids[1] for c in changes if c.kind == "merge"}
+        full = _full_turns(full, attributions, into)
+    full = [t for t in split_at_cuts(union_same_speaker(full), cuts)]
+    full, overlaps = overlap_regions(full)
+    ids = list(dict.fromkeys(t.speaker_id for t in sorted([*full, *excl], key=lambda t: (t.start_ms, t.speaker_id))))
+    timeline = dataclasses.replace(
+        diar, method=f"{diar.method}+av", num_speakers=len(ids), speaker_ids=tuple(ids), turns=tuple(full),
+        exclusive_turns=tuple(excl), overlaps=tuple(overlaps),
+        embeddings=tuple(e for e in diar.embeddings if e.speaker_id in ids),
     )
-
-
-def speech_spans(transcript, diar: DiarizationResult | None) -> list[tuple[int, int]]:
-    """Merged ``(start_ms, end_ms)`` spans where someone speaks: diarization turns and ASR words together
-    (faces are only decoded there)."""
-    spans = [(w.start_ms, w.end_ms) for w in transcript.words]
-    spans += [(t.start_ms, t.end_ms) for t in diar.turns] if diar is not None else []
-    return merge_spans(spans, gap_ms=500)  # a short pause keeps one span: fewer seeks, tracks not cut
+    return FusionResult(timeline, tuple(attributions), tuple(links), tuple(changes), tuple(cues), round(sync_s, 3))
 
 
 def scene_type_candidates(turns: Sequence[Turn]) -> list[str]:

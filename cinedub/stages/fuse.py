@@ -1,6 +1,8 @@
-"""Fusion stage: the audio diarization of a source joined with its faces and active speakers (pure logic).
+"""Fusion stage: the audio diarization of a source joined with its faces, active speakers, lip synchrony and
+face identities (pure logic over the records: :func:`cinedub.ops.fusion.fuse_av`).
 
-Wraps :func:`cinedub.ops.fusion.fuse`; the fused turns are also written as RTTM to the step's artifacts folder.
+The fused timeline is the stage's record; the evidence behind every decision (per-piece cues, voice-identity
+links, merges and splits) goes to ``fusion.json`` and the turns to ``timeline.rttm`` in the artifacts folder.
 """
 
 from __future__ import annotations
@@ -8,21 +10,22 @@ from __future__ import annotations
 from cinedub.config import Config
 from cinedub.diarization.records import DiarizationResult
 from cinedub.diarization.rttm import write_rttm
-from cinedub.ops.fusion import fuse
+from cinedub.ops.fusion import fuse_av
 from cinedub.stages.base import Resources, Stage, StageContext
-from cinedub.types import IngestResult
-from cinedub.vision.records import AsdResult, FaceTrackList
+from cinedub.types import AudioTracks, IngestResult, ShotList
+from cinedub.vision.records import AsdResult, FaceIdentityResult, FaceTrackList
 
 
 class FuseStage(Stage):
-    """Speaker turns with on-screen flags and face tracks, speaker ids merged/split by the faces."""
+    """Speaker turns with on-screen flags, face tracks and identities, decided from evidence with confidences."""
 
     name = "fuse"
-    version = "2"  # v2: speaker ids "<source_id>-S<nn>" (v1 wrote "<source_id>--S<nn>")
-    inputs = ("ingest", "diarization", "faces", "asd")
-    optional = frozenset({"faces", "asd"})
+    version = "3"  # v3: scored decisions (ASD, margin, lip sync, identity), voice-identity links, turn hygiene
+    inputs = ("ingest", "tracks", "shots", "diarization", "faces", "asd", "identities")
+    optional = frozenset({"faces", "asd", "identities"})
     output = "timeline"
     record = DiarizationResult
+    config_sections = ("av",)
     resources = Resources(cpus=1)
 
     @classmethod
@@ -33,11 +36,15 @@ class FuseStage(Stage):
         self,
         ctx: StageContext,
         ingest: IngestResult,
+        tracks: AudioTracks,
+        shots: ShotList,
         diarization: DiarizationResult,
         faces: FaceTrackList | None,
         asd: AsdResult | None,
+        identities: FaceIdentityResult | None,
     ) -> DiarizationResult:
-        fused = fuse(diarization, asd.turns if asd else None, faces.tracks if faces else (),
-                     speaker_prefix=ctx.source_id)
-        write_rttm(ctx.artifacts_dir / "timeline.rttm", fused.turns, ingest.source.episode)
-        return fused
+        fused = fuse_av(diarization, faces, asd, shots, identities, tracks.vocals_16k if faces else None,
+                        speaker_prefix=ctx.source_id, cfg=self.cfg.av)
+        fused.to_json(ctx.artifacts_dir / "fusion.json")
+        write_rttm(ctx.artifacts_dir / "timeline.rttm", fused.timeline.turns, ingest.source.episode)
+        return fused.timeline
