@@ -151,6 +151,8 @@ class ShardConfig(_Section):
         sample_rate_hz: the one sample rate of every audio column of the dataset (Hz). 24 kHz by default: the
             output rate of CosyVoice 2/3, the base of Fun-CineForge (16 kHz would drop the 8-12 kHz band its
             vocoder reproduces); 0 keeps each source's own rate (not recommended: a batch then mixes rates).
+        license: the license id written in the dataset card (``README.md``) of the output folder; set it to the
+            terms the sources allow (film and TV excerpts are usually not redistributable).
     """
 
     max_shard_mb: int = 500
@@ -158,6 +160,7 @@ class ShardConfig(_Section):
     compression: str = "zstd"
     include_accompaniment: bool = True
     sample_rate_hz: int = Field(24_000, ge=0)
+    license: str = "unknown"
 
 
 def _default_models_dir() -> Path:

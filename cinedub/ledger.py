@@ -118,11 +118,19 @@ class Entry:
             d[k] = _utc(d[k])
         return cls(**d)
 
+    @property
+    def tries(self) -> int:
+        """Runs of this source so far: the failed ones (``attempts``, which also key resubmissions) plus the one
+        running or done now."""
+        return self.attempts + (1 if self.status in (RUNNING, DONE) else 0)
+
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-able values; ``attempts`` is :attr:`tries` (what a reader means by attempts)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, datetime):
                 d[k] = v.isoformat(timespec="seconds")
+        d["failed_attempts"], d["attempts"] = self.attempts, self.tries
         return d
 
     def last_sign_of_life(self) -> datetime | None:

@@ -236,11 +236,13 @@ def execute_step(
 
 @dataclass
 class RunResult:
-    """What :func:`run_source` produced: each output record by name, and the seconds each step took."""
+    """What :func:`run_source` produced: each output record by name, the seconds each step took, and the outcome
+    that ended the source early (``(status, reason)``, e.g. ``("no_speech", ...)``), if any."""
 
     plan: Plan
     records: dict[str, Record] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    outcome: tuple[str, str] | None = None
 
     def __getitem__(self, output: str) -> Any:
         return self.records[output]
@@ -280,5 +282,8 @@ def run_source(
         if not (reuse and step.record_path.is_file()):
             execute_step(plan, step)
         result.seconds[step.name] = time.perf_counter() - t0
-        result.records[step.output] = step.stage.record.from_json(step.record_path)
+        record = result.records[step.output] = step.stage.record.from_json(step.record_path)
+        result.outcome = record.outcome()
+        if result.outcome is not None:  # e.g. no speech: nothing further to do for this source
+            break
     return result

@@ -137,6 +137,7 @@ def shard_entry(path: Path) -> dict[str, Any]:
     check_version(pf.schema_arrow, path)
     clip_ids = pf.read(columns=["clip_id"]).column("clip_id").to_pylist()
     source_ids = set(pf.read(columns=["source_id"]).column("source_id").to_pylist())
+    splits = set(pf.read(columns=["split"]).column("split").to_pylist())
     return {
         "path": f"{SHARD_DIR}/{path.name}",
         "rows": pf.metadata.num_rows,
@@ -144,6 +145,7 @@ def shard_entry(path: Path) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         "sha256": sha256_file(path),
         "source_ids": sorted(source_ids),
+        "split": splits.pop() if len(splits) == 1 else None,  # a source's shards are in one split
         "schema_version": (pf.schema_arrow.metadata or {}).get(b"cinedub.schema_version", b"").decode(),
         "clip_ids": clip_ids,
     }

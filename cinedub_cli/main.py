@@ -192,7 +192,7 @@ def run(
         )
     out_console.print(table)
     out_console.print(f"report: {result['report']}" + (f"; log: {term.log_path}" if term.log_path else ""))
-    if any(r["status"] != "ok" for r in result["inputs"]):
+    if any(r["status"] == "failed" for r in result["inputs"]):
         raise typer.Exit(1)
 
 

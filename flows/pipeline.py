@@ -13,7 +13,9 @@ disappeared is treated as a miss.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,10 +28,12 @@ from prefect.states import Failed
 
 from cinedub import progress
 from cinedub.atomic import write_json_atomic
+from cinedub.card import write_card
 from cinedub.config import Config
 from cinedub.errors import MediaError
 from cinedub.pipeline import plan_source, work_root
-from cinedub.shards import build_manifest, source_shards
+from cinedub.atomic import remove_stale_temporaries
+from cinedub.shards import build_manifest, source_shards, write_source_shards
 from cinedub.types import ClipList, IngestResult, Transcript
 
 from flows.tasks import ensure_result_storage, failure_reason, hash_source, stage_options, stage_task
@@ -54,14 +58,20 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
         st = p.stat()
         sha256 = hash_source.with_options(result_storage=storage)(str(p), st.st_size, st.st_mtime_ns)
     plan = plan_source(p, out_dir, cfg, sha256=sha256)
+    remove_stale_temporaries(plan.work_dir)  # left by a killed run of this source (one run per source at a time)
     t0 = time.perf_counter()
     records: dict[str, str] = {}
+    steps_report: list[dict[str, Any]] = []
+    outcome: tuple[str, str] | None = None
     for step in plan.steps:
         upstream = {n: records[o] for n, o in step.inputs.items() if o is not None}
+        t_step = time.perf_counter()
         state = stage_task.with_options(**stage_options(step, storage, p.name))(
             plan, step.output, step.key, upstream, return_state=True
         )
+        steps_report.append({"stage": step.name, "state": state.name, "seconds": round(time.perf_counter() - t_step, 2)})
         if not state.is_completed():
+            _source_artifact(p.name, steps_report, "failed")
             if state.is_failed() and state.message and "exception" not in state.message.lower():
                 return Failed(message=state.message)  # type: ignore[return-value]
             try:
@@ -70,49 +80,126 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
                 return Failed(message=failure_reason(exc, step.name))  # type: ignore[return-value]
             return Failed(message=f"{p}: {step.name}: run ended {state.type.value}")  # type: ignore[return-value]
         records[step.output] = state.result()
+        outcome = step.stage.record.from_json(records[step.output]).outcome()
+        if outcome is not None:  # nothing more to do for this source (no speech, a language not configured)
+            write_source_shards([], out_dir, plan.source_id)  # an earlier configuration's clips would be stale
+            logger.info("source %s: %s (%s); the remaining stages are skipped", p.name, *outcome)
+            break
 
-    clips = ClipList.from_json(records["clips"])
-    transcript = Transcript.from_json(records["transcript"])
+    status, reason = outcome if outcome is not None else ("ok", "")
     ingest = IngestResult.from_json(records["ingest"])
+    transcript = Transcript.from_json(records["transcript"]) if "transcript" in records else None
+    clips = ClipList.from_json(records["clips"]) if "clips" in records else None
     summary = {
+        "status": status,
+        "reason": reason,
         "source_id": plan.source_id,
         "path": str(p),
         "episode": ingest.source.episode,
         "duration_ms": ingest.source.duration_ms,
-        "language": transcript.language,
-        "clips": len(clips.clips),
+        "language": transcript.language if transcript else None,
+        "clips": len(clips.clips) if clips else 0,
         "shards": [str(s.name) for s in source_shards(out_dir, plan.source_id)],
         "wall_s": round(time.perf_counter() - t0, 2),
     }
-    logger.info("source %s (%s): %d clips, language %s", p.name, plan.source_id, summary["clips"], summary["language"])
+    if clips is not None:
+        summary["dropped_speech"] = [d.to_dict() for d in clips.dropped]
+    _source_artifact(p.name, steps_report, status)
+    logger.info("source %s (%s): %s, %d clips, language %s", p.name, plan.source_id, status, summary["clips"],
+                summary["language"])
     return summary
+
+
+def _source_artifact(name: str, steps: list[dict[str, Any]], status: str) -> None:
+    """A table artifact of one source's stages (state: Completed or Cached, seconds) for the UI."""
+    try:
+        create_table_artifact(steps, description=f"{name}: {status}")
+    except Exception:  # noqa: BLE001 - reporting must not fail the run
+        pass
 
 
 @dataclass
 class RunReport:
-    """What one run did with each input: ``ok`` with a summary, or ``failed`` with the reason."""
+    """What one run did with each input (``ok``, ``no_speech``, ``skipped_language`` or ``failed`` with the reason),
+    written to ``<out>/runs/<time>-<run>.json`` when the run starts and after every source (atomically), so a run
+    killed half-way leaves a report that the next run marks ``crashed``."""
 
     run_id: str
     started_at: str
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    ended_at: str | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [i for i in self.inputs if i["status"] == "failed"]
 
+    def counts(self) -> dict[str, int]:
+        """Inputs per status."""
+        out: dict[str, int] = {}
+        for i in self.inputs:
+            out[i["status"]] = out.get(i["status"], 0) + 1
+        return out
+
+    def path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / "runs" / f"{self.started_at.replace(':', '')}-{self.run_id[:8]}.json"
+
     def write(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / "runs" / f"{self.started_at.replace(':', '')}-{self.run_id[:8]}.json"
-        write_json_atomic(path, {"run_id": self.run_id, "started_at": self.started_at, "inputs": self.inputs})
-        return path
+        return write_json_atomic(self.path(out_dir), {
+            "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at, "status": self.status,
+            "pid": self.pid, "host": self.host, "counts": self.counts(), "inputs": self.inputs})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_crashed_runs(out_dir: str | Path) -> list[str]:
+    """Reports under ``<out>/runs`` still ``running`` whose process on this host is gone (killed, machine reboot)
+    become ``crashed``, and their Prefect flow run is set Crashed when the API knows it. Returns their run ids."""
+    crashed = []
+    for path in sorted((Path(out_dir) / "runs").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("status") != "running" or data.get("host") != socket.gethostname() or \
+                _pid_alive(int(data.get("pid") or 0)):
+            continue
+        data.update(status="crashed", ended_at=_now(),
+                    crash="the process ended without finishing the run (killed or lost); rerun to resume it")
+        write_json_atomic(path, data)
+        crashed.append(str(data.get("run_id")))
+        try:
+            from prefect import get_client
+            from prefect.states import Crashed
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(data["run_id"], Crashed(message="killed: found by the next run"), force=True)
+        except Exception:  # noqa: BLE001 - a throwaway server of the killed run no longer knows it: fine
+            pass
+    return crashed
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @flow(name="cinedub-run", log_prints=True)
 def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> dict[str, Any]:
     """Process many inputs, one child flow run each; a failed input is recorded and the others go on.
 
+    The run report (``<out_dir>/runs/``) and the manifest are rewritten after every source, so readers see the
+    shards that landed even if the run is killed later; a run killed before is marked ``crashed`` first.
     Progress goes to the listeners of :mod:`cinedub.progress` (the CLI's bars) and to a progress artifact.
-
-    Returns the run report as a dict (also written to ``<out_dir>/runs/`` and shown as a table artifact).
     """
     from prefect.context import get_run_context
 
@@ -120,8 +207,11 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
     logger = get_run_logger()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in mark_crashed_runs(out):
+        logger.warning("run %s was killed before it finished: marked crashed", old)
     run_id = str(get_run_context().flow_run.id)
-    report = RunReport(run_id=run_id, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report = RunReport(run_id=run_id, started_at=_now())
+    report.write(out)
     storage = ensure_result_storage(work_root(cfg, out))
     artifact_id = create_progress_artifact(0.0, key="cinedub-run-progress", description=f"{len(inputs)} inputs")
 
@@ -129,7 +219,8 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
         name = Path(path).name
         state = process_source(path, str(out), cfg, name=name, storage=storage, return_state=True)
         if state.is_completed():
-            report.inputs.append({"input": path, "status": "ok", **state.result()})
+            summary = state.result()
+            report.inputs.append({"input": path, **summary})
         else:
             reason = state.message or f"run ended {state.type.value}"
             if "exception" in reason.lower():  # an unexpected error: name it as the child raised it
@@ -139,41 +230,40 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
                     reason = failure_reason(exc)
             logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
             report.inputs.append({"input": path, "status": "failed", "reason": reason})
+        build_manifest(out)  # the source's shards are visible to readers now
+        report.write(out)
         progress.source_finished(name, report.inputs[-1]["status"])
         update_progress_artifact(artifact_id, 100.0 * (i + 1) / max(1, len(inputs)))
 
     manifest = build_manifest(out)
+    if manifest["shards"]:
+        write_card(out, cfg.shards.license)  # README.md dataset card, stats.json, plots/
+    report.status, report.ended_at = "done", _now()
     report_path = report.write(out)
+    counts = report.counts()
     create_table_artifact(
         [
             {
                 "input": Path(r["input"]).name,
                 "status": r["status"],
                 "clips": r.get("clips", ""),
-                "language": r.get("language", ""),
+                "language": r.get("language") or "",
                 "reason": r.get("reason", ""),
             }
             for r in report.inputs
         ],
         key="cinedub-run-report",
-        description=f"{len(report.inputs) - len(report.failed)} ok, {len(report.failed)} failed",
+        description=", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
     )
-    logger.info(
-        "%d ok, %d failed; %d clips in %d shards; report %s",
-        len(report.inputs) - len(report.failed),
-        len(report.failed),
-        manifest["total_rows"],
-        len(manifest["shards"]),
-        report_path,
-    )
-    result = {
+    logger.info("%s; %d clips in %d shards; report %s", ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+                manifest["total_rows"], len(manifest["shards"]), report_path)
+    return {
         "run_id": run_id,
         "report": str(report_path),
         "inputs": report.inputs,
         "total_clips": manifest["total_rows"],
         "shards": len(manifest["shards"]),
     }
-    return result
 
 
 def configure_prefect_env(out_dir: str | Path | None = None) -> None:

@@ -137,10 +137,40 @@ def test_shards_read_with_pyarrow_and_datasets(main_run):
     for row in dset.select(range(min(3, dset.num_rows))):
         samples = row["audio_vocals"].get_all_samples()
         assert abs(samples.data.shape[-1] / samples.sample_rate * 1000 - row["duration_ms"]) <= 2
-    for clip in reader.iter_clips(columns=["duration_ms", "audio_vocals", "sample_rate_hz"]):
+    for clip in reader.iter_clips(columns=["duration_ms", "audio_vocals", "sample_rate_hz", "source_sample_rate_hz"]):
         a = clip["audio_vocals"]
-        assert a["sampling_rate"] == clip["sample_rate_hz"]
+        assert a["sampling_rate"] == clip["sample_rate_hz"] == 24_000  # one rate for the dataset (16-44.1 kHz sources)
         assert abs(len(a["array"]) / a["sampling_rate"] * 1000 - clip["duration_ms"]) <= 1
+    native = {c["source_sample_rate_hz"] for c in reader.iter_clips(columns=["source_sample_rate_hz"])}
+    assert len(native) >= 2, native  # the sources' own rates differ (e.g. 16 and 22.05 kHz); the dataset's does not
+
+
+def test_output_folder_is_a_dataset_with_a_card(main_run):
+    """load_dataset(out) reads the card's configs: each clip once, in its split (Titanic's hash puts it in test);
+    torch formatting works on every column; the card holds the statistics, the plots and the data fields."""
+    import datasets
+    import yaml
+
+    out, _ = main_run
+    card = (out / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] and meta["size_categories"] and "text-to-speech" in meta["task_categories"]
+    assert set(meta["language"]) == {"en", "zh"}
+    splits = {d["split"]: d["path"] for d in meta["configs"][0]["data_files"]}
+    rows = ShardReader(out).table(columns=["clip_id", "split", "episode"]).to_pylist()
+    assert set(splits) == {r["split"] for r in rows} and "test" in splits  # en_film_titanic is held out
+    dd = datasets.load_dataset(str(out), cache_dir=str(out / ".hf-card"))
+    assert {k: v.num_rows for k, v in dd.items()} == {s: sum(r["split"] == s for r in rows) for s in splits}
+    assert sorted(i for v in dd.values() for i in v["clip_id"]) == sorted(r["clip_id"] for r in rows)  # once each
+    assert all(ep == "test1" for ep in dd["test"]["episode"])
+    t = dd["train"].with_format("torch")
+    for row in t:  # every column formats (times are int64 ms, no datetimes)
+        assert row["start_ms"].dtype.is_floating_point is False
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["clips"] == len(rows) and set(stats["hours_by"]["split"]) == set(splits)
+    for png in ("durations.png", "hours.png", "speakers.png"):
+        assert (out / "plots" / png).stat().st_size > 1000 and f"(plots/{png})" in card
+    assert "## Data fields" in card and "| `frame_width` |" in card
 
 
 def _work_records(out: Path, source_id: str) -> tuple[Transcript, ClipList]:
