@@ -242,6 +242,23 @@ def inspect(
         f"{m['total_bytes'] / 1e6:.1f} MB, {total_ms / 3.6e6:.3f} h of speech; languages "
         + ", ".join(f"{k}: {v}" for k, v in sorted(langs.items(), key=lambda kv: str(kv[0])))
     )
+    statuses = _last_statuses(out)
+    if statuses:
+        counts: dict[str, int] = {}
+        for r in statuses.values():
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        out_console.print("inputs by status (latest run report of each): "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for r in statuses.values():
+            if r["status"] != "ok":
+                out_console.print(f"  {Path(r['input']).name}: {r['status']}: {r.get('reason', '')}", highlight=False)
+    from cinedub.card import dataset_stats
+
+    st_rows = reader.table(columns=[c for c in ("split", "language", "duration_ms", "scene_type",
+                                                 "scene_type_candidates", "turns", "source_id")]).to_pylist()
+    stats = dataset_stats(st_rows, [None] * len(st_rows))
+    out_console.print(f"hours by split {stats['hours_by']['split']}; by scene type {stats['hours_by']['scene_type']}; "
+                      f"speakers per clip {stats['speakers_per_clip']}; on screen {stats['on_screen_share']}")
     st = Table(title="sources")
     for c in ("source_id", "episode", "clips", "speech s", "split"):
         st.add_column(c)
@@ -264,6 +281,20 @@ def inspect(
                 r["text"],
             )
         out_console.print(ct)
+
+
+def _last_statuses(out: Path) -> dict[str, dict]:
+    """The newest run-report entry of every input of ``out`` (``runs/*.json``, oldest first)."""
+    import json
+
+    latest: dict[str, dict] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        try:
+            for entry in json.loads(path.read_text(encoding="utf-8")).get("inputs", []):
+                latest[entry["input"]] = entry
+        except (OSError, ValueError, KeyError):
+            continue
+    return latest
 
 
 @app.command()
