@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cinedub.atomic import atomic_path
+
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mxf")
 _LOCAL = {"file", "local"}
 
@@ -145,9 +147,6 @@ def fetch(uri: str, dest_dir: str | Path) -> Path:
     size = int(fs.info(path).get("size") or 0)
     if dest.is_file() and dest.stat().st_size == size:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    with fs.open(path, "rb") as src, open(tmp, "wb") as out:
+    with atomic_path(dest, keep_suffix=True) as tmp, fs.open(path, "rb") as src, open(tmp, "wb") as out:
         shutil.copyfileobj(src, out, 8 << 20)
-    os.replace(tmp, dest)
     return dest
