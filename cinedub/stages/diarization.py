@@ -72,8 +72,7 @@ class DiarizationStage(Stage):
         if self.dcfg.method == "pyannote":
             from cinedub.diarization.pyannote_backend import PyannoteDiarizer
 
-            folder = Path(self.cfg.models_dir) / self.dcfg.pyannote.model_dir_name  # checked by the back-end
-            self.backend = PyannoteDiarizer(folder, self.dcfg, device=self.device)
+            self.backend = PyannoteDiarizer(model_path(self.cfg, "pyannote"), self.dcfg, device=self.device)
         else:
             from cinedub.diarization.offline import OfflineDiarizer
 
