@@ -354,3 +354,19 @@ def test_render_contact_sheet_shows_boxes(main_run, tmp_path):
     assert img is not None and img.shape[1] == 4 * 320
     green = np.all(img == (0, 200, 0), axis=2).sum()  # the speaking face's box (KH speaks in shot 1)
     assert green > 500, green
+
+
+def test_readme_torch_example_runs_on_a_real_output(main_run):
+    """The README's torch Dataset/collate example, run as written against the main run's output folder."""
+    out, _ = main_run
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    code = readme.split("<!-- example: torch -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code.replace('DubbingClips("out")', f'DubbingClips({str(out)!r})'), "README.md", "exec"), scope)
+    batch = scope["batch"]
+    n = len(batch["text"])
+    assert n >= 1 and batch["vocals"].shape[0] == n and batch["vocals"].dtype.is_floating_point
+    assert all(t.shape[1] == 2 and (t[:, 0] <= t[:, 1]).all() for t in batch["word_times_ms"])
+    assert [len(s) for s in batch["word_speakers"]] == [len(t) for t in batch["word_times_ms"]]
+    assert batch["lips"].shape[0] == n and batch["lips"].shape[2:] == (3, 96, 96)
+    assert int(batch["lips_len"].max()) > 0  # the dialogue's speaking faces have lip crops
