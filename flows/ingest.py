@@ -200,12 +200,18 @@ def ingest_flow(spec: IngestSpec) -> dict[str, Any]:
             submitted[e.key] = submit_source(e, str(out.resolve()), spec.deployment, config, ledger, storage)
     counts = ledger.counts()
     logger.info("ingest %s: %d found, %d submitted; ledger %s", out, len(found), len(submitted), counts)
+    ledger_artifact(ledger, out, f"{len(found)} found, {len(submitted)} submitted, {len(lost)} lost run(s) recovered.")
+    return {"discovered": len(found), "submitted": submitted, "lost": lost, "ledger": counts}
+
+
+def ledger_artifact(ledger: Ledger, out: Path, note: str) -> None:
+    """The ledger's counts per status as the dataset's markdown artifact (a new version of the same key each
+    time: after every ingest and every finished source run)."""
+    counts = ledger.counts()
     create_markdown_artifact(
-        "| status | sources |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in counts.items())
-        + f"\n\n{len(found)} found, {len(submitted)} submitted, {len(lost)} lost run(s) recovered.",
+        "| status | sources |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in counts.items()) + f"\n\n{note}",
         key=f"cinedub-ledger-{dataset_tag(out)}", description=f"ledger of {out}",
     )
-    return {"discovered": len(found), "submitted": submitted, "lost": lost, "ledger": counts}
 
 
 def _flow_run_id() -> str:
@@ -304,10 +310,12 @@ def process_job(source: str, out_dir: str, key: str = "", name: str = "", config
             if not state.is_completed():
                 reason = _failure_reason(state)
                 ledger.mark_failed(key, f"failed: {reason}", run_id)
+                ledger_artifact(ledger, out, f"{name}: failed.")
                 return Failed(message=reason)  # type: ignore[return-value]
             summary = state.result()
             manifest = build_manifest(out)
             ledger.mark_done(key, run_id, summary["source_id"], summary["clips"])
+            ledger_artifact(ledger, out, f"{name}: {summary.get('status', 'ok')}, {summary['clips']} clips.")
     except BaseException as exc:
         ledger.mark_failed(key, f"failed: {type(exc).__name__}: {exc}", run_id)
         raise
