@@ -57,7 +57,11 @@ def _cpu() -> float:
 
 def run_case(media_path: str | Path, out: str | Path, cfg: Config) -> tuple[CaseRecords, FusionResult, object]:
     """The pipeline on one source up to the fused timeline; returns its records, the fusion's evidence and the
-    :class:`cinedub.pipeline.RunResult` (its ``plan`` names every step)."""
+    :class:`cinedub.pipeline.RunResult` (its ``plan`` names every step).
+
+    Attribution does not depend on the language: speech outside ``cfg.languages`` (the talk-show cases are detected
+    as several languages at low probability) is transcribed rather than skipped, so every case reaches fusion."""
+    cfg = cfg.model_copy(update={"asr": cfg.asr.model_copy(update={"other_languages": "transcribe"})})
     run = run_source(media_path, out, cfg, until="timeline", reuse=True)
     get = run.records.get
     rec = CaseRecords(run["ingest"].source, run["diarization"], run["tracks"].vocals_16k, get("shots"), get("faces"),
