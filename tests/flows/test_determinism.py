@@ -31,7 +31,10 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", PREFECT_LOGGING_LEVEL="WARNING",
-               HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO),
+               # the reaction shot's language is identified at low confidence (cs/en): transcribe it in whatever
+               # language is detected, so that the run always writes shards to compare
+               CINEDUB_ASR__OTHER_LANGUAGES="transcribe")
     return env
 
 
