@@ -86,7 +86,8 @@ def cue_cost(run) -> CueCost:
 
 
 # The shared audio-visual dev set (paths relative to ../shared/media): name -> (media, reference RTTM or None,
-# truth JSON or None, clip name inside a groups truth file). "video+audio" media are muxed first.
+# truth JSON or None, clip name inside a groups truth file). "video+audio" media are muxed first; "built:" cases
+# are edited at run time from footage the attribution was not tuned on (cinedub.eval.av_heldout).
 AV_CASES = {
     "twoshot_dev": ("av_speakers/twoshot_dev.mp4", "av_speakers/twoshot_dev.rttm", "av_speakers/twoshot_dev.truth.json", None),
     "grp_c0": ("av_speakers/grp_c0.mp4", None, "av_speakers/asd_groups.truth.json", "grp_c0"),
@@ -98,7 +99,37 @@ AV_CASES = {
                         "dialogue_5shots/dialogue_5shots.truth.json", None),
     # reference = the reference pipeline's output (not labels): only the speaker count is a target
     "zh_tvdrama": ("zh_tvdrama/sample_DEBUG.mp4+zh_tvdrama/sample.wav", "zh_tvdrama/sample.pipeline_output.rttm", None, None),
+    # held out: never used to choose a default (see cinedub.eval.av_heldout)
+    "heldout_twoshot": ("built:heldout_twoshot", "built", "built", None),
+    "heldout_reaction": ("built:heldout_reaction", "built", "built", None),
 }
+HELDOUT_CASES = ("heldout_twoshot", "heldout_reaction")
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case: its video, reference RTTM and truth JSON (None where it has none), and the clip name
+    inside a groups truth file."""
+
+    video: Path
+    rttm: Path | None
+    truth: Path | None
+    key: str | None
+
+
+def case_files(name: str, media: Path, tmp: Path) -> CaseFiles:
+    """The files of the case ``name`` (a key of :data:`AV_CASES`); muxed or built cases are made once in ``tmp``.
+
+    Raises:
+        KeyError: unknown case.
+    """
+    spec, rttm, truth, key = AV_CASES[name]
+    if spec.startswith("built:"):
+        from cinedub.eval.av_heldout import build_case
+
+        video, ref, tr = build_case(spec.removeprefix("built:"), media, tmp / "heldout")
+        return CaseFiles(video, ref, tr, None)
+    return CaseFiles(media_file(media, spec, tmp), media / rttm if rttm else None, media / truth if truth else None, key)
 
 
 def media_file(media: Path, spec: str, tmp: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cinedub.eval.av_run import AV_CASES, media_file, run_case
+from cinedub.eval.av_run import case_files, run_case
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def av_case(av_out, av_cfg, media_dir):
 
     def get(name: str):
         if name not in cache:
-            rec, fusion, run = run_case(media_file(media_dir, AV_CASES[name][0], av_out), av_out, av_cfg)
+            rec, fusion, run = run_case(case_files(name, media_dir, av_out).video, av_out, av_cfg)
             cache[name] = (rec, fusion, rec.identities, run)
         return cache[name]
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from cinedub.config import Config
 from cinedub.media import load_audio
 from cinedub.reader import ShardReader
 from cinedub.schema import clip_schema
@@ -205,12 +206,16 @@ def test_clips_within_bounds_no_word_cut_and_on_source_timeline(main_run, inputs
             assert a["end_ms"] <= b["start_ms"]
 
     # the clip audio is the source audio at the clip's source times (decoded independently from the mp4)
-    src = inputs["dialogue"]
-    ref_path = tmp_path / "ref.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-vn", "-ac", "1", str(ref_path)], check=True)
-    ref, sr = load_audio(ref_path)
+    # at the dataset's one sample rate (shards.sample_rate_hz), whatever the source's own rate is
     dialogue = [r for r in rows if r["episode"] == "dialogue_5shots"]
     assert dialogue
+    dataset_sr = Config().shards.sample_rate_hz
+    src = inputs["dialogue"]
+    ref_path = tmp_path / "ref.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-vn", "-ac", "1", "-ar", str(dataset_sr), str(ref_path)],
+                   check=True)
+    ref, sr = load_audio(ref_path)
+    assert sr == dataset_sr
     for r in dialogue:
         clip, csr = sf.read(io.BytesIO(r["audio_vocals"]["bytes"]), dtype="float32")
         assert csr == sr
