@@ -30,7 +30,7 @@ class FacesStage(Stage):
     """
 
     name = "faces"
-    version = "1"
+    version = "2"
     inputs = ("ingest", "shots", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"

@@ -24,6 +24,11 @@ class VisionConfig(BaseModel):
             ``min_detection_confidence`` default 0.5).
         nms_threshold: IoU of SCRFD's non-maximum suppression (InsightFace default 0.4).
         det_batch_size: frames per detector call (one ONNX run on a batch; helps most on GPU).
+        detect_every_ms: the detector runs on one frame every this many ms of a shot (and always on the first
+            decoded frame of a shot or after a gap in decoding); the tracker joins the detections and interpolates
+            the boxes of the frames between them, and FaceMesh still runs on every tracked frame, so lips stay
+            frame-level. 200 ms is 5 Hz, the rate FunCineForge detects at; 0 detects on every frame. A face that
+            enters or leaves mid-shot is tracked from / until the nearest detection (at most this late / early).
         min_face_px: detections whose box is smaller than this on its longer side (source px) are ignored.
         speech_pad_ms: speech spans are widened by this much before decoding (faces are tracked slightly around
             the speech, so a track's start is not cut by the VAD).
@@ -73,6 +78,7 @@ class VisionConfig(BaseModel):
     det_threshold: float = Field(0.5, gt=0, lt=1)
     nms_threshold: float = Field(0.4, gt=0, lt=1)
     det_batch_size: int = Field(8, ge=1)
+    detect_every_ms: int = Field(200, ge=0)
     min_face_px: int = Field(24, ge=1)
     speech_pad_ms: int = Field(200, ge=0)
     track_iou_threshold: float = Field(0.3, gt=0, lt=1)
@@ -107,4 +113,7 @@ class VisionConfig(BaseModel):
     def _check(self) -> "VisionConfig":
         if not self.asd_windows_s or min(self.asd_windows_s) < 1:
             raise ValueError("vision: asd_windows_s needs at least one window of >= 1 s")
+        if self.detect_every_ms >= self.max_gap_ms > 0:
+            raise ValueError("vision: detect_every_ms must be below max_gap_ms (a track would end between two "
+                             "detections)")
         return self

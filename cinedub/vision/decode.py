@@ -12,7 +12,7 @@ sources are decoded from the start so that the index stays an exact count.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,19 +27,26 @@ from cinedub.timebase import merge_spans, parse_fps
 _SEEK_MIN_GAP_MS = 4000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecodedFrame:
-    """One decoded frame.
+    """One decoded frame; its pixels are converted to an array on first use of :attr:`image` (a frame nobody
+    looks at, e.g. between face detections with no face tracked, costs only its decode).
 
     Attributes:
         index: 0-based frame index in decode order.
         pts_ms: presentation time (ms) from the source start, rounded to the nearest ms.
-        image: ``(height, width, 3)`` uint8 BGR array, rotated upright per the container's display matrix.
     """
 
     index: int
     pts_ms: int
-    image: np.ndarray
+    _pixels: object = field(repr=False)  # av.VideoFrame until converted, then the array
+
+    @property
+    def image(self) -> np.ndarray:
+        """``(height, width, 3)`` uint8 BGR array, rotated upright per the container's display matrix."""
+        if not isinstance(self._pixels, np.ndarray):
+            object.__setattr__(self, "_pixels", _image(self._pixels))
+        return self._pixels  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ def _sequential(container, vs, spans, tb, origin_s) -> Iterator[DecodedFrame]:
         if k == len(spans):
             return
         if pts_ms >= spans[k][0]:
-            yield DecodedFrame(index, pts_ms, _image(frame))
+            yield DecodedFrame(index, pts_ms, frame)
 
 
 def _seeking(container, vs, spans, tb, origin_s, start_pts, fps) -> Iterator[DecodedFrame]:
@@ -146,7 +153,7 @@ def _seeking(container, vs, spans, tb, origin_s, start_pts, fps) -> Iterator[Dec
                 break  # far before the next span: seek instead of decoding through
             if pts_ms >= spans[k][0] and index > last_index:
                 last_index = index
-                yield DecodedFrame(index, pts_ms, _image(frame))
+                yield DecodedFrame(index, pts_ms, frame)
         else:
             return  # end of stream
 

@@ -68,6 +68,7 @@ class ExtractStats:
     memory at once (bounded by the gap tolerance + smoothing window, not by shot length)."""
 
     n_frames: int = 0
+    n_detected_frames: int = 0
     max_buffered_frames: int = 0
     decode_s: float = 0.0
     detect_s: float = 0.0
@@ -180,9 +181,8 @@ def extract_faces(
             writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
             pending_rows.clear()
 
-    def step(frame: DecodedFrame, dets: np.ndarray) -> None:
+    def step(frame: DecodedFrame, shot: int, dets: np.ndarray) -> None:
         buffer[frame.index] = frame
-        shot = bisect.bisect_right(shot_starts, frame.index) - 1
         for t in tracker.update(frame.index, shot, dets):
             finish(t)
         for t in tracker.active:
@@ -199,19 +199,35 @@ def extract_faces(
         for idx in [i for i in buffer if i < oldest]:
             del buffer[idx]
 
+    # Detection schedule: a frame is a keyframe at a shot start, after a gap in decoding, when detect_every_ms
+    # passed since the last keyframe, and at the end of every run of consecutive frames (so a face is tracked to the
+    # end of a span or shot instead of until the previous detection); other frames go to the tracker with no
+    # detections and are interpolated between the keyframes around them.
+    last_key_ms: int | None = None
+    empty = np.zeros((0, 15), np.float32)
     try:
-        batch: list[DecodedFrame] = []
+        window: list[list] = []  # [frame, shot, is keyframe] waiting for their keyframes' detections
         t0 = time.perf_counter()
         for frame in iter_frames(video_path, spans):
             stats.n_frames += 1
-            batch.append(frame)
-            if len(batch) >= detector.batch_size:
+            shot = bisect.bisect_right(shot_starts, frame.index) - 1
+            new_run = not window or shot != window[-1][1] or frame.index != window[-1][0].index + 1
+            if window and new_run:
+                window[-1][2] = True  # the last frame of a run
+            if sum(key for _, _, key in window) >= detector.batch_size:
                 stats.decode_s += time.perf_counter() - t0
-                _run_batch(batch, detector, step, stats)
-                batch = []
+                _run_window(window, detector, step, stats, empty)
+                window = []
                 t0 = time.perf_counter()
+            key = (vcfg.detect_every_ms <= 0 or new_run or last_key_ms is None
+                   or frame.pts_ms - last_key_ms >= vcfg.detect_every_ms - frame_ms / 2)
+            if key:
+                last_key_ms = frame.pts_ms
+            window.append([frame, shot, key])
+        if window:
+            window[-1][2] = True
         stats.decode_s += time.perf_counter() - t0
-        _run_batch(batch, detector, step, stats)
+        _run_window(window, detector, step, stats, empty)
         for t in tracker.flush():
             finish(t)
         if pending_rows:
@@ -241,20 +257,24 @@ def extract_faces(
         variable_frame_rate=info.variable_frame_rate,
     )
     log.info(
-        "faces: %d frames, %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
-        stats.n_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,
+        "faces: %d frames (%d with detection), %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
+        stats.n_frames, stats.n_detected_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,
     )
     return result, stats
 
 
-def _run_batch(batch: list[DecodedFrame], detector: FaceDetector, step, stats: ExtractStats) -> None:
-    if not batch:
+def _run_window(window: list[list], detector: FaceDetector, step, stats: ExtractStats, empty: np.ndarray) -> None:
+    """Detect faces on the keyframes of ``window`` (``[frame, shot, is_keyframe]`` items) in one batch, then feed
+    every frame to ``step`` in order (frames between keyframes with no detections)."""
+    if not window:
         return
+    keys = [f for f, _, key in window if key]
     t0 = time.perf_counter()
-    dets = detector.detect([f.image for f in batch])
+    dets = iter(detector.detect([f.image for f in keys]) if keys else [])
     stats.detect_s += time.perf_counter() - t0
-    for frame, d in zip(batch, dets):
-        step(frame, d)
+    stats.n_detected_frames += len(keys)
+    for frame, shot, key in window:
+        step(frame, shot, next(dets) if key else empty)
 
 
 def _median_window(values: np.ndarray, pos: int, half: int) -> float:

@@ -188,3 +188,34 @@ def test_asd_on_a_30fps_monologue(media_dir, vcfg, detector, asd_net, tmp_path):
           f"{speaking[level < -55].mean():.1%} of silent frames")
     assert speaking[level > -40].mean() >= 0.9
     assert speaking[level < -55].mean() <= 0.4
+
+
+@pytest.mark.parametrize("rel,span,cuts", [
+    ("dialogue_5shots/dialogue_5shots.mp4", (0, 16000), True),  # three hard cuts, talking heads
+    ("en_monologue/englishvideo.mp4", (0, 9900), False),  # a 30 fps webcam: head and hands move
+])
+def test_sparse_detection_keeps_recall_and_boxes(media_dir, vcfg, detector, tmp_path, shot_tools, rel, span, cuts):
+    """Detecting every 200 ms and tracking in between (the default) finds the faces of detecting every frame: the
+    same frames, boxes within a few px, and lips on every tracked frame."""
+    path = media_dir / rel
+    shots = shot_tools[1](path) if cuts else None
+    runs = {}
+    for every in (0, 200):
+        cfg = vcfg.model_copy(update={"detect_every_ms": every})
+        res, stats = extract_faces(path, tmp_path / f"f{every}.parquet", source_id="s", speech_spans_ms=[span],
+                                   shots=shots, vcfg=cfg, detector=detector)
+        rows = pq.read_table(res.frames_path, columns=["frame_index", "box_xyxy", "landmarks_ok"]).to_pylist()
+        runs[every] = (res, stats, {r["frame_index"]: r for r in rows})
+    dense, sparse = runs[0], runs[200]
+    assert sparse[1].n_detected_frames <= 0.3 * dense[1].n_detected_frames
+    assert len(sparse[0].tracks) == len(dense[0].tracks)
+    # recall: frames with a tracked face, relative to every-frame detection
+    assert sparse[0].n_frames_with_face >= 0.98 * dense[0].n_frames_with_face
+    common = sorted(set(sparse[2]) & set(dense[2]))
+    err = [np.abs(np.subtract(sparse[2][f]["box_xyxy"], dense[2][f]["box_xyxy"])).max() /
+           max(1.0, dense[2][f]["box_xyxy"][2] - dense[2][f]["box_xyxy"][0]) for f in common]
+    print(f"\n{rel}: detections {sparse[1].n_detected_frames}/{dense[1].n_detected_frames}, frames with a face "
+          f"{sparse[0].n_frames_with_face}/{dense[0].n_frames_with_face}, box error / box side: median "
+          f"{np.median(err):.3f}, 95th percentile {np.quantile(err, 0.95):.3f}")
+    assert np.median(err) <= 0.03 and np.quantile(err, 0.95) <= 0.10
+    assert np.mean([sparse[2][f]["landmarks_ok"] for f in sparse[2]]) >= 0.98
