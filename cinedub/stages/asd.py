@@ -31,7 +31,7 @@ class AsdStage(Stage):
     turn the speaking face track or none."""
 
     name = "asd"
-    version = "2"  # v2: SyncNet veto of speaking runs; in_sync column
+    version = "3"  # v2: SyncNet veto of speaking runs; in_sync column. v3: compiled visual encoder on CPU
     inputs = ("faces", "tracks", "diarization")
     optional = frozenset({"diarization"})
     output = "asd"
@@ -63,7 +63,7 @@ class AsdStage(Stage):
         Raises:
             ModelNotFoundError: Light-ASD's checkpoint is missing, or SyncNet's with ``sync_check: on``.
         """
-        self.net = load_light_asd(model_path(self.cfg, "light-asd"), self.device)
+        self.net = load_light_asd(model_path(self.cfg, "light-asd"), self.device, optimize=True)
         self.sync_net = None
         if self.uses_sync(self.cfg):
             self.sync_net = load_syncnet(model_path(self.cfg, "syncnet"), self.device)

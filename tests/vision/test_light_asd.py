@@ -46,6 +46,17 @@ def test_chunked_visual_encoder_equals_one_pass():
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
 
 
+def test_compiled_visual_encoder_equals_eager(models_dir):
+    """The CPU-compiled visual encoder (BatchNorm folded, oneDNN) gives the eager network's embeddings on the real
+    weights, for track lengths other than the one it was traced with."""
+    eager = load_light_asd(models_dir / "light-asd" / "pretrain_AVA_CVPR.model")
+    fast = load_light_asd(models_dir / "light-asd" / "pretrain_AVA_CVPR.model", optimize=True)
+    torch.manual_seed(1)
+    for n in (9, 40):
+        faces = torch.randint(0, 256, (n, 112, 112)).float()
+        torch.testing.assert_close(fast.embed_visual(faces), eager.embed_visual(faces), atol=1e-4, rtol=1e-4)
+
+
 def test_audio_drives_the_score(models_dir, media_dir):
     """The real weights respond to the audio: a moving face with speech scores above the same face in silence."""
     from cinedub.vision.asd import score_faces
