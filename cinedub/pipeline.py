@@ -46,9 +46,9 @@ PIPELINE: tuple[type[Stage], ...] = (
     IngestStage,
     SeparationStage,
     AsrStage,
-    ShotStage,
     DiarizationStage,
-    FacesStage,
+    FacesStage,  # finds the shots in its decoding pass when it runs
+    ShotStage,  # passes them on, or decodes for them when the faces stage is off
     AsdStage,
     IdentityStage,
     FuseStage,

@@ -1,8 +1,10 @@
-"""Faces stage: decode -> detect -> track within shots -> lip landmarks and crops, for one source.
+"""Faces stage: decode -> shot cuts -> detect -> track within shots -> lip landmarks and crops, for one source.
 
-Thin wrapper over :func:`cinedub.vision.extract.extract_faces`: the per-frame rows with encoded crops go to
-``faces.parquet`` in the step's artifacts folder; the stage returns the small
-:class:`~cinedub.vision.records.FaceTrackList`.
+Thin wrapper over :func:`cinedub.vision.extract.extract_faces`: every frame is decoded once and feeds both the shot
+detector (:class:`cinedub.vision.cuts.CutFinder`) and, inside the speech, the face pipeline. The per-frame rows
+with encoded crops go to ``faces.parquet`` in the step's artifacts folder; the stage returns the small
+:class:`~cinedub.vision.records.FaceTrackList`, whose ``shots`` the shots stage then passes on without decoding
+again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from cinedub.config import Config
 from cinedub.diarization.records import DiarizationResult
 from cinedub.errors import MediaError
 from cinedub.ops.speech import speech_spans
+from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.types import IngestResult, ShotList, Source, Transcript
 from cinedub.vision.detect import build_detector
@@ -30,12 +33,12 @@ class FacesStage(Stage):
     """
 
     name = "faces"
-    version = "2"
-    inputs = ("ingest", "shots", "transcript", "diarization")
+    version = "3"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode
+    inputs = ("ingest", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"
     record = FaceTrackList
-    config_sections = ("vision",)
+    config_sections = ("vision", "shots")
     models = ("scrfd",)
     resources = Resources(cpus=2.0, gpus=0.25, gpu_memory_gb=1.0)
 
@@ -55,12 +58,12 @@ class FacesStage(Stage):
         self,
         ctx: StageContext,
         ingest: IngestResult,
-        shots: ShotList,
         transcript: Transcript,
         diarization: DiarizationResult | None,
     ) -> FaceTrackList:
-        """Faces of the source's speech (ASR words and diarization turns)."""
-        return self.extract(ingest.source, shots, speech_spans(transcript, diarization), ctx.artifacts_dir)
+        """Faces of the source's speech (ASR words and diarization turns) and the source's shots."""
+        return self.extract(ingest.source, None, speech_spans(transcript, diarization), ctx.artifacts_dir,
+                            progress=ctx.progress)
 
     def extract(
         self,
@@ -68,9 +71,11 @@ class FacesStage(Stage):
         shots: ShotList | None,
         speech_spans_ms: Sequence[tuple[int, int]] | None,
         work_dir: str | Path,
+        progress: Reporter = no_report,
     ) -> FaceTrackList:
         """Track faces of ``source`` within ``shots`` during ``speech_spans_ms`` (None = the whole video); the
-        frames go to ``<work_dir>/faces.parquet``.
+        frames go to ``<work_dir>/faces.parquet``. ``shots`` None: the shots are found in the same decoding pass
+        (``shots`` configuration) and returned in the record.
 
         Raises:
             MediaError: the source has no video or cannot be decoded.
@@ -86,5 +91,8 @@ class FacesStage(Stage):
             vcfg=self.cfg.vision,
             detector=self.detector,
             detector_name=self.detector_name,
+            shot_cfg=self.cfg.shots if shots is None else None,
+            progress=progress,
+            total_frames=source.n_frames,
         )
         return result

@@ -22,9 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cinedub.errors import MediaError
+from cinedub.progress import Reporter, no_report
+from cinedub.timebase import frame_duration_ms, merge_spans
 from cinedub.types import ShotList
 from cinedub.vision.config import VisionConfig
-from cinedub.timebase import merge_spans
+from cinedub.vision.cuts import CutFinder
 from cinedub.vision.decode import DecodedFrame, iter_frames, video_info
 from cinedub.vision.detect import FaceDetector
 from cinedub.vision.landmarks import (
@@ -68,6 +71,7 @@ class ExtractStats:
     memory at once (bounded by the gap tolerance + smoothing window, not by shot length)."""
 
     n_frames: int = 0
+    n_frames_all: int = 0
     n_detected_frames: int = 0
     max_buffered_frames: int = 0
     decode_s: float = 0.0
@@ -88,6 +92,22 @@ class _Emitter:
     landmarker: LipLandmarker | None = None
 
 
+class _SpanTest:
+    """``pts_ms -> bool``: inside one of the sorted, merged spans (None: everything); calls must not go back in
+    time."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]] | None):
+        self.spans = list(spans) if spans is not None else None
+        self.k = 0
+
+    def __call__(self, pts_ms: int) -> bool:
+        if self.spans is None:
+            return True
+        while self.k < len(self.spans) and pts_ms >= self.spans[self.k][1]:
+            self.k += 1
+        return self.k < len(self.spans) and pts_ms >= self.spans[self.k][0]
+
+
 def ms_to_frames(ms: float, fps: Fraction) -> int:
     """Number of frames lasting ``ms`` at ``fps`` (rounded)."""
     return int(round(Fraction(ms) * fps / 1000))
@@ -103,6 +123,9 @@ def extract_faces(
     vcfg: VisionConfig,
     detector: FaceDetector,
     detector_name: str = "",
+    shot_cfg=None,
+    progress: Reporter = no_report,
+    total_frames: int | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
     """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
 
@@ -111,9 +134,14 @@ def extract_faces(
         out_path: Parquet file to write (atomically); one row per (track, frame), schema :data:`FRAMES_SCHEMA`.
         source_id: prefix of the track ids.
         speech_spans_ms: ``[start_ms, end_ms)`` spans of speech; None = the whole video.
-        shots: shot boundaries (a track never spans two shots); None = one shot.
+        shots: shot boundaries (a track never spans two shots); None = one shot, unless ``shot_cfg`` is given.
         vcfg: thresholds, crop sizes, encoding.
         detector: a :class:`cinedub.vision.detect.FaceDetector`.
+        shot_cfg: a :class:`cinedub.config.ShotConfig`: find the shots in the same pass
+            (:class:`cinedub.vision.cuts.CutFinder` on every frame, so each frame is decoded once for shots and faces);
+            the result's ``shots`` holds them. Frames are then decoded from the start, not only in the spans.
+        progress: ``progress(done, total_frames, "frames")`` as frames are decoded (``total_frames``: the
+            source's frame count if known).
 
     Returns:
         The :class:`FaceTrackList` (tracks sorted by start frame) and timing statistics.
@@ -202,32 +230,70 @@ def extract_faces(
     # Detection schedule: a frame is a keyframe at a shot start, after a gap in decoding, when detect_every_ms
     # passed since the last keyframe, and at the end of every run of consecutive frames (so a face is tracked to the
     # end of a span or shot instead of until the previous detection); other frames go to the tracker with no
-    # detections and are interpolated between the keyframes around them.
-    last_key_ms: int | None = None
+    # detections and are interpolated between the keyframes around them. Frames wait in ``pending`` until their
+    # shot is final (the cut finder reports a cut a few frames late) and their successor is known.
+    cuts = CutFinder(shot_cfg, fps, (info.width, info.height)) if shot_cfg is not None else None
+    sched = {"prev": None, "last_key_ms": None}  # (index, shot) of the last frame fed to the tracker
+    per_key = max(1, round(vcfg.detect_every_ms / frame_ms)) if vcfg.detect_every_ms > 0 else 1
+    window_frames = detector.batch_size * per_key
     empty = np.zeros((0, 15), np.float32)
-    try:
-        window: list[list] = []  # [frame, shot, is keyframe] waiting for their keyframes' detections
-        t0 = time.perf_counter()
-        for frame in iter_frames(video_path, spans):
-            stats.n_frames += 1
-            shot = bisect.bisect_right(shot_starts, frame.index) - 1
-            new_run = not window or shot != window[-1][1] or frame.index != window[-1][0].index + 1
-            if window and new_run:
-                window[-1][2] = True  # the last frame of a run
-            if sum(key for _, _, key in window) >= detector.batch_size:
-                stats.decode_s += time.perf_counter() - t0
-                _run_window(window, detector, step, stats, empty)
-                window = []
-                t0 = time.perf_counter()
-            key = (vcfg.detect_every_ms <= 0 or new_run or last_key_ms is None
-                   or frame.pts_ms - last_key_ms >= vcfg.detect_every_ms - frame_ms / 2)
+    pending: list[DecodedFrame] = []
+
+    def shot_of(index: int, starts: list[int]) -> int:
+        return bisect.bisect_right(starts, index) - 1
+
+    def flush(final: bool) -> None:
+        starts = cuts.shot_starts() if cuts is not None else shot_starts
+        settled = cuts.settled() if cuts is not None and not final else 1 << 62
+        n = 0
+        while n < len(pending) and pending[n].index < settled:
+            n += 1
+        if not final:
+            n = min(n, len(pending) - 1)  # the last one's successor is not known yet
+        if n <= 0:
+            return
+        window = []
+        for i in range(n):
+            f = pending[i]
+            shot = shot_of(f.index, starts)
+            prev, nxt = sched["prev"], pending[i + 1] if i + 1 < len(pending) else None
+            new_run = prev is None or prev[1] != shot or prev[0] + 1 != f.index
+            end_run = nxt is None or nxt.index != f.index + 1 or shot_of(nxt.index, starts) != shot
+            last = sched["last_key_ms"]
+            key = (vcfg.detect_every_ms <= 0 or new_run or end_run or last is None
+                   or f.pts_ms - last >= vcfg.detect_every_ms - frame_ms / 2)
             if key:
-                last_key_ms = frame.pts_ms
-            window.append([frame, shot, key])
-        if window:
-            window[-1][2] = True
-        stats.decode_s += time.perf_counter() - t0
+                sched["last_key_ms"] = f.pts_ms
+            sched["prev"] = (f.index, shot)
+            window.append([f, shot, key])
+        del pending[:n]
         _run_window(window, detector, step, stats, empty)
+
+    try:
+        t0 = time.perf_counter()
+        last_frame: DecodedFrame | None = None
+        in_span = _SpanTest(spans)
+        for frame in iter_frames(video_path, spans if cuts is None else None):
+            stats.n_frames_all += 1
+            last_frame = frame
+            if cuts is not None:
+                cuts.push(frame.index, frame.pts_ms, frame.small(cuts.size))
+                progress(stats.n_frames_all, total_frames, "frames")
+                if not in_span(frame.pts_ms):
+                    continue
+            stats.n_frames += 1
+            pending.append(frame)
+            if len(pending) > window_frames + (cuts.max_behind + 1 if cuts is not None else 0):
+                stats.decode_s += time.perf_counter() - t0
+                flush(False)
+                t0 = time.perf_counter()
+        stats.decode_s += time.perf_counter() - t0
+        if cuts is not None:
+            if last_frame is None:
+                raise MediaError(video_path, "no video frame could be decoded")
+            found = cuts.finish(shot_cfg.detector, last_frame.pts_ms + frame_duration_ms(fps),
+                                variable_frame_rate=info.variable_frame_rate)
+        flush(True)
         for t in tracker.flush():
             finish(t)
         if pending_rows:
@@ -255,6 +321,7 @@ def extract_faces(
         face_crop_size=vcfg.face_crop_size,
         mouth_crop_size=vcfg.mouth_crop_size,
         variable_frame_rate=info.variable_frame_rate,
+        shots=found if cuts is not None else None,
     )
     log.info(
         "faces: %d frames (%d with detection), %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",

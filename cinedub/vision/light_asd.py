@@ -185,8 +185,12 @@ class LightASD(nn.Module):
         ``torch.jit.optimize_for_inference``: BatchNorm folded into the convolutions, oneDNN kernels). The visual
         encoder is about 90 % of Light-ASD's compute; this makes it 2-4x faster on CPU, with outputs equal to the
         eager network within 1e-5 (float reassociation). Costs a few seconds once per worker. Eval mode only."""
+        import warnings
+
         example = torch.zeros(1, 1, 16, CROP_PX, CROP_PX)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # deprecated in favour of torch.compile, which needs a C++ toolchain at run time; still supported
+            warnings.filterwarnings("ignore", message=".*optimize_for_inference.*", category=DeprecationWarning)
             traced = torch.jit.trace(self.model.visualEncoder.eval(), example)
             self._fast_visual = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return self

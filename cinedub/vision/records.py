@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar, Literal
 
-from cinedub.types import Record
+from cinedub.types import Record, ShotList
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -112,6 +112,7 @@ class FaceTrackList(Record):
         n_frames_decoded: frames decoded (inside the padded speech spans); n_frames_with_face: of those, frames
             with at least one kept track.
         detector: "scrfd:<file>" or "mediapipe:blazeface-full-range".
+        shots: the source's shots, found in the same decoding pass (None when the shots were given instead).
     """
 
     source_id: str
@@ -125,8 +126,9 @@ class FaceTrackList(Record):
     face_crop_size: int
     mouth_crop_size: int
     variable_frame_rate: bool = False
+    shots: ShotList | None = None
 
-    _nested: ClassVar[dict[str, type]] = {"tracks": FaceTrack}
+    _nested: ClassVar[dict[str, type]] = {"tracks": FaceTrack, "shots": ShotList}
 
 
 AsdStatus = Literal["scored", "too_short", "no_face", "no_audio"]

@@ -13,8 +13,8 @@ from cinedub.pipeline import run_source
 
 @pytest.fixture(scope="module")
 def dialogue(cfg, media_dir, tmp_path_factory):
-    run = run_source(media_dir / "dialogue_5shots/dialogue_5shots.mp4", tmp_path_factory.mktemp("seg"), cfg,
-                     until="shots")
+    run = run_source(media_dir / "dialogue_5shots/dialogue_5shots.mp4", tmp_path_factory.mktemp("seg"),
+                     cfg.model_copy(update={"run_visual": False, "run_diarization": False}), until="shots")
     return run["ingest"].source, run["transcript"], run["shots"]
 
 

@@ -17,7 +17,7 @@ from cinedub.ops.segment import (
     segment_clips,
     segment_source,
 )
-from cinedub.stages.shots import shots_from_cuts
+from cinedub.vision.cuts import shots_from_cuts
 from cinedub.timebase import frame_span, frame_to_ms
 from cinedub.types import ShotList, Source, Word
 
