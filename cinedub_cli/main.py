@@ -122,12 +122,15 @@ def _preflight(cfg) -> None:
 
     if cfg.allow_hub:
         return
-    needed = ["whisper"] + (["demucs"] if cfg.separation.method == "demucs" else [])
+    from cinedub.models import separation_backend
+
+    backend = separation_backend(cfg)
+    needed = ["whisper"] + ([backend] if backend != "none" else [])
     for key in needed:
         try:
             resolve_model_dir(cfg, key)
         except ModelNotFoundError as e:
-            hint = " (or run with --separation none to use the mix)" if key == "demucs" else ""
+            hint = " (or run with --separation none to use the mix)" if key in ("demucs", "deepfilternet") else ""
             console.print(f"[red]{e}[/red]{hint}")
             raise typer.Exit(2) from None
 
@@ -140,7 +143,9 @@ def run(
     models_dir: ModelsOpt = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     languages: Annotated[Optional[str], typer.Option(help="Allowed languages, comma-separated (e.g. zh,en).")] = None,
-    separation: Annotated[Optional[str], typer.Option(help="demucs or none (use the mix).")] = None,
+    separation: Annotated[Optional[str], typer.Option(
+        help="auto (demucs when its weights are present, else DeepFilterNet 3), demucs, deepfilternet, or none "
+             "(use the mix).")] = None,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Faces, lips and ASD.")] = None,
     diarization: Annotated[Optional[bool], typer.Option("--diarization/--no-diarization", help="Speaker diarization.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars per source and stage.")] = True,
