@@ -132,13 +132,21 @@ class SegmentationConfig(_Section):
 
     Attributes:
         min_clip_s / max_clip_s: clip length bounds in seconds (reference model input limit: 30 s).
-        pad_ms: silence kept before the first and after the last word, clamped so neighbours never overlap.
+        edge_margin_ms: silence kept beyond the detected speech at each clip edge (50 ms: more than one 32 ms frame
+            of Silero VAD, whose spans already carry 30 ms of padding).
+        max_edge_extension_ms: how far past its word times a clip edge may follow the detected speech (800 ms:
+            Whisper's word ends fall up to about 0.5 s before the voice stops, e.g. at the end of a file; longer
+            voiced stretches without words are reported as speech outside clips, not put into one).
+        pad_ms: without detected speech (a transcript that has none recorded), the silence kept before the first and
+            after the last word instead.
         min_pause_ms: a gap between words at least this long counts as a pause (a preferred cut).
-        shot_snap_ms: a cut within this distance of a shot boundary counts as coinciding with it.
+        shot_snap_ms: a clip edge within this distance of a shot boundary where nobody speaks falls on it.
     """
 
     min_clip_s: float = 2.0
     max_clip_s: float = 30.0
+    edge_margin_ms: int = Field(50, ge=0)
+    max_edge_extension_ms: int = Field(800, ge=0)
     pad_ms: int = 150
     min_pause_ms: int = 300
     shot_snap_ms: int = 400

@@ -30,7 +30,7 @@ class FacesStage(Stage):
     """
 
     name = "faces"
-    version = "1"
+    version = "2"  # v2: frame indices from the shots' decoded times, corrupt packets skipped, tracks end in the source
     inputs = ("ingest", "shots", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"
@@ -86,5 +86,6 @@ class FacesStage(Stage):
             vcfg=self.cfg.vision,
             detector=self.detector,
             detector_name=self.detector_name,
+            end_limit_ms=source.duration_ms,
         )
         return result

@@ -6,10 +6,11 @@ timecode represents the first frame of a new shot"), and a shot is ``[start_fram
 Frame indices are the 0-based **decode order** of the video stream, counted here while PySceneDetect reads the
 frames, not derived from timestamps (``FrameTimecode.frame_num`` is ``round(pts * rate)``, which is off by one or
 more on variable-frame-rate files with missing frames). They line up with the indices of
-:mod:`cinedub.vision.decode`. Milliseconds come from the source's exact frame rate through
-:func:`cinedub.timebase.frame_to_ms` (``Fraction(24000, 1001)`` for 23.976 fps, never an assumed 25); for a
-variable-frame-rate source (``Source.variable_frame_rate``) they come from the decoded frame's presentation time
-instead, since ``index / fps`` drifts there.
+:mod:`cinedub.vision.decode`. Milliseconds are the decoded frames' presentation times: on a constant-rate source they
+equal :func:`cinedub.timebase.frame_to_ms` of the exact rate (``Fraction(24000, 1001)`` for 23.976 fps, never an
+assumed 25); where they do not (variable frame rate, frames dropped or lost to corrupt packets, which the decoder
+skips as ffmpeg does) every frame's time is kept in ``ShotList.frame_pts_ms``, since ``index / fps`` drifts there.
+The last shot ends one frame after the last frame, and never after the source.
 
 AdaptiveDetector is the default because it scored F1 91.6 against ContentDetector's 86.7 on BBC footage
 (PySceneDetect's published benchmark); both miss or misplace some fades.
@@ -26,7 +27,7 @@ from cinedub.errors import MediaError
 from cinedub.progress import Reporter, no_report
 from cinedub.config import Config
 from cinedub.stages.base import Resources, Stage, StageContext
-from cinedub.timebase import frame_duration_ms, frame_to_ms, seconds_to_ms
+from cinedub.timebase import frame_to_ms, seconds_to_ms
 from cinedub.types import IngestResult, Shot, ShotList, Source
 
 logger = logging.getLogger("cinedub.shots")
@@ -96,7 +97,7 @@ class ShotStage(Stage):
     """
 
     name = "shots"
-    version = "2"  # v2: decode-order frame indices, PTS times on VFR sources
+    version = "3"  # v3: decoded times for every source (frame_pts_ms when uneven), last shot ends in the source
     inputs = ("ingest",)
     output = "shots"
     record = ShotList
@@ -135,7 +136,8 @@ class ShotStage(Stage):
             show_progress: draw PySceneDetect's tqdm progress bar on stderr.
 
         Returns:
-            The ShotList: one shot when no cut is found, ``fps`` = ``source.fps``, ``n_frames`` = frames decoded.
+            The ShotList: one shot when no cut is found, ``fps`` = ``source.fps``, ``n_frames`` = frames decoded,
+            ``frame_pts_ms`` when the frames are not evenly spaced, ``frames_lost`` to corrupt data.
 
         Raises:
             MediaError: the source has no video stream, or the video cannot be opened or decoded.
@@ -172,15 +174,23 @@ class ShotStage(Stage):
                 logger.warning("%s: cut at %s is not a decoded frame; using its frame number", video_path, start)
                 i = start.frame_num
             cuts.append(i)
-        frame_ms = None
-        if source.variable_frame_rate:
-            times = [seconds_to_ms(tc.seconds) for tc in positions]
-            frame_ms = times + [times[-1] + frame_duration_ms(source.fps)]
+        times = [seconds_to_ms(tc.seconds) for tc in positions]
+        uneven = any(abs(t - frame_to_ms(i, source.fps)) > 1 for i, t in enumerate(times))
+        end_ms = times[-1] + frame_to_ms(n_frames, source.fps) - frame_to_ms(n_frames - 1, source.fps)
+        if source.duration_ms:
+            end_ms = min(end_ms, source.duration_ms)
+        frame_ms = times + [max(end_ms, times[-1])]
+        lost = max(0, source.n_frames - n_frames) if source.n_frames else 0
+        if lost:
+            logger.warning("%s: %d of the %d frames the container declares could not be decoded", video_path,
+                           lost, source.n_frames)
         shots = ShotList(
             fps=source.fps,
             n_frames=n_frames,
             shots=tuple(shots_from_cuts(cuts, n_frames, source.fps, frame_ms)),
             detector=self.cfg.shots.detector,
+            frame_pts_ms=tuple(times) if uneven else (),
+            frames_lost=lost,
         )
         logger.info(
             "%s: %d shots (cuts at frames %s) in %.1f s",

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from cinedub.types import ShotList
 from cinedub.vision.config import VisionConfig
 from cinedub.timebase import merge_spans
-from cinedub.vision.decode import DecodedFrame, iter_frames, video_info
+from cinedub.vision.decode import DecodedFrame, DecodeStats, iter_frames, video_info
 from cinedub.vision.detect import FaceDetector
 from cinedub.vision.landmarks import (
     LipLandmarker,
@@ -102,6 +102,7 @@ def extract_faces(
     vcfg: VisionConfig,
     detector: FaceDetector,
     detector_name: str = "",
+    end_limit_ms: int | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
     """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
 
@@ -113,6 +114,11 @@ def extract_faces(
         shots: shot boundaries (a track never spans two shots); None = one shot.
         vcfg: thresholds, crop sizes, encoding.
         detector: a :class:`cinedub.vision.detect.FaceDetector`.
+        end_limit_ms: the source's duration: no track ends after it.
+
+    Frame indices are positions in ``shots.frame_pts_ms`` when the shot stage recorded the decoded frames' times
+    (variable frame rate, lost frames), so they match the shots' and clips' frame numbers on any source; corrupt
+    packets are skipped and counted (``FaceTrackList.bad_packets``).
 
     Returns:
         The :class:`FaceTrackList` (tracks sorted by start frame) and timing statistics.
@@ -122,6 +128,7 @@ def extract_faces(
     """
     t_start = time.perf_counter()
     stats = ExtractStats()
+    decode_stats = DecodeStats()
     info = video_info(video_path)
     fps = info.fps
     spans = None if speech_spans_ms is None else merge_spans(speech_spans_ms, pad_ms=vcfg.speech_pad_ms)
@@ -167,7 +174,7 @@ def extract_faces(
                     start_frame=track.frames[0],
                     end_frame=track.frames[-1] + 1,
                     start_ms=em.rows[0]["pts_ms"],
-                    end_ms=int(round(em.rows[-1]["pts_ms"] + frame_ms)),
+                    end_ms=min(int(round(em.rows[-1]["pts_ms"] + frame_ms)), end_limit_ms or 1 << 62),
                     n_frames=len(track.frames),
                     n_detected=track.n_detected,
                     median_face_px=round(track.median_size_px(), 1),
@@ -202,7 +209,8 @@ def extract_faces(
     try:
         batch: list[DecodedFrame] = []
         t0 = time.perf_counter()
-        for frame in iter_frames(video_path, spans):
+        frame_pts = shots.frame_pts_ms if shots is not None and shots.frame_pts_ms else None
+        for frame in iter_frames(video_path, spans, frame_pts_ms=frame_pts, stats=decode_stats):
             stats.n_frames += 1
             batch.append(frame)
             if len(batch) >= detector.batch_size:
@@ -239,7 +247,11 @@ def extract_faces(
         face_crop_size=vcfg.face_crop_size,
         mouth_crop_size=vcfg.mouth_crop_size,
         variable_frame_rate=info.variable_frame_rate,
+        bad_packets=decode_stats.bad_packets,
     )
+    if decode_stats.bad_packets:
+        log.warning("%s: %d corrupt video packets skipped (%s)", Path(video_path).name, decode_stats.bad_packets,
+                    "; ".join(decode_stats.errors))
     log.info(
         "faces: %d frames, %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
         stats.n_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,

@@ -112,6 +112,7 @@ class FaceTrackList(Record):
         n_frames_decoded: frames decoded (inside the padded speech spans); n_frames_with_face: of those, frames
             with at least one kept track.
         detector: "scrfd:<file>" or "mediapipe:blazeface-full-range".
+        bad_packets: corrupt video packets skipped while decoding (the frames they carried are missing).
     """
 
     source_id: str
@@ -125,6 +126,7 @@ class FaceTrackList(Record):
     face_crop_size: int
     mouth_crop_size: int
     variable_frame_rate: bool = False
+    bad_packets: int = 0
 
     _nested: ClassVar[dict[str, type]] = {"tracks": FaceTrack}
 
