@@ -178,17 +178,21 @@ def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationCon
         score += SPEAKER_SCORE
         reasons.append("speaker")
     # the voice around the gap: the left clip keeps the speech its last word ends in, the right one the speech its
-    # first word starts in, each with a margin
-    se, ss = speech.end_after(e), speech.start_before(s)
+    # first word starts in (never into the other's words), each with a margin
+    se, ss = min(speech.end_after(e), s), max(speech.start_before(s), e)
+    continuous = se >= ss  # the voice fills the gap: no pause to cut in
     left_end, right_start = se + speech.margin, ss - speech.margin
     in_gap = _shots_in(cuts_ms, e, s)
     if in_gap:
         score += SHOT_SCORE
         reasons.append("shot")
         # a cut where nobody speaks: the edge falls on it when it is close to the speech, and never crosses it;
-        # speech running across a cut is kept whole (the clip then shows a few frames of the other shot)
+        # a voice running on across a cut after its words is kept whole (the clip then shows a few frames of the
+        # other shot); where the voice fills the whole gap, the cut is where the two clips meet
         quiet = [c for c in in_gap if se <= c <= ss]
-        if quiet:
+        if continuous:
+            left_end = right_start = in_gap[0]
+        elif quiet:
             first, last = quiet[0], quiet[-1]
             left_end = first if first - se <= cfg.shot_snap_ms else min(left_end, first)
             right_start = last if ss - last <= cfg.shot_snap_ms else max(right_start, last)
@@ -196,7 +200,7 @@ def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationCon
         score += SHOT_SCORE / 2  # the cut is inside a word next to the gap: close, but the clip keeps a sliver
         reasons.append("near_shot")
     if left_end > right_start:  # the margins (or continuous speech) meet: split where the voice pauses, if it does
-        lo, hi = (se, ss) if se <= ss else (e, s)
+        lo, hi = (se, ss) if not continuous else (e, s)
         left_end = right_start = (lo + hi) // 2
     return _Gap(score, "+".join(reasons), left_end, right_start)
 
