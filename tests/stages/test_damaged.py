@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,30 +24,16 @@ from cinedub.config import Config
 from cinedub.media import probe
 from cinedub.pipeline import decode_errors, plan_source, run_source
 from cinedub.stages.ingest import IngestStage
+from cinedub_testing.media import damaged_copy
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def damaged_copy(media_dir: Path, dest: Path, seconds: float = 8.0) -> Path:
-    """``seconds`` of dialogue_5shots (stream copy) with 4 KiB of seeded random bytes at 40 % and 60 % of the file."""
-    cut = dest.with_name("cut_" + dest.name)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media_dir / "dialogue_5shots/dialogue_5shots.mp4"),
-                    "-t", str(seconds), "-c", "copy", str(cut)], check=True)
-    data = bytearray(cut.read_bytes())
-    rng = np.random.default_rng(11)
-    for frac in (0.4, 0.6):
-        off = int(len(data) * frac)
-        data[off : off + 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    dest.write_bytes(bytes(data))
-    cut.unlink()
-    return dest
-
-
 @pytest.fixture(scope="module")
 def damaged_run(media_dir: Path, models_dir: Path, tmp_path_factory):
     d = tmp_path_factory.mktemp("damaged")
-    path = damaged_copy(media_dir, d / "damaged.mp4")
+    path = damaged_copy(media_dir / "dialogue_5shots/dialogue_5shots.mp4", d / "damaged.mp4")
     errors = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True,
                             text=True)
     assert errors.returncode == 0 and "Error while decoding" in errors.stderr  # ffmpeg decodes it, with errors
