@@ -151,9 +151,11 @@ class AudioTracks(Record):
         mix_16k: mono 16 kHz mix (input of ASR/VAD/diarization).
         mix_full: the first audio stream at its native rate (channels kept).
         vocals / accompaniment: separated stems at ``separated_rate_hz``; with ``separation == "none"`` both are
-            None and consumers use the mix.
+            None and consumers use the mix. demucs: its vocals stem and the sum of the others (model channels);
+            DeepFilterNet: the enhanced speech (mono, 48 kHz) and the mix minus it (the mix's channels).
         vocals_16k: mono 16 kHz vocals (or the mix when not separated).
-        separation: "demucs:<model name>" or "none".
+        separation: the back-end's provenance name ("demucs:<model>", "deepfilternet:DeepFilterNet3@<sha>") or
+            "none".
     """
 
     mix_16k: str
