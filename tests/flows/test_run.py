@@ -2,7 +2,8 @@
 
 One run (module fixture) gets three good sources from ../shared/media (dialogue_5shots, en_film_titanic, and
 zh_tvdrama's picture muxed with its sound), a damaged one (8 s of dialogue_5shots with corrupt bytes in the middle:
-decoded through, the damage reported) plus four bad inputs built from shared files (a truncated mp4, a text file
+decoded through, the damage reported), a silent one (4 s of nature footage with a silent audio track: status
+``no_speech``) plus four bad inputs built from shared files (a truncated mp4, a text file
 named .mp4, a video with no audio, an audio-only file). A second run is SIGKILLed half-way and restarted.
 Prefect runs ephemerally (no server) with its own PREFECT_HOME.
 """
@@ -66,7 +67,12 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
     truncated.write_bytes(data[: len(data) * 2 // 5])
     text = d / "notes.mp4"
     text.write_text("this is not a video, just a text file someone named .mp4\n")
+    silent = d / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media_dir / "shots/testvideo.mp4"), "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono", "-t", "4", "-c:v", "copy", "-c:a", "aac", "-shortest", str(silent)],
+                   check=True)
     return {
+        "silent": silent,
         "damaged": damaged_copy(media_dir / "dialogue_5shots/dialogue_5shots.mp4", d / "damaged.mp4"),
         "dialogue": media_dir / "dialogue_5shots/dialogue_5shots.mp4",
         "titanic": media_dir / "en_film_titanic/test1.mp4",
@@ -82,7 +88,7 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
 def main_run(tmp_path_factory, inputs, models_dir):
     out = tmp_path_factory.mktemp("out")
     home = tmp_path_factory.mktemp("prefect-home")
-    order = ["dialogue", "truncated", "titanic", "damaged", "text", "no_audio", "zh", "audio_only"]
+    order = ["dialogue", "truncated", "titanic", "damaged", "text", "silent", "no_audio", "zh", "audio_only"]
     t0 = time.time()
     proc = subprocess.run(_run_cmd([inputs[k] for k in order], out, models_dir), capture_output=True, text=True,
                           cwd=REPO, env=_env(home), timeout=1500)
@@ -119,6 +125,10 @@ def test_bad_inputs_fail_clearly_and_good_ones_produce_shards(main_run, inputs):
     damage = by_input["damaged.mp4"]["decode_errors"]
     assert damage.get("video_frames_lost", 0) + damage.get("video_packets", 0) >= 1, damage
     assert "decode_errors" not in by_input[inputs["dialogue"].name]
+    # no speech is its own status, not "ok" with a language
+    silent = by_input["silent.mp4"]
+    assert silent["status"] == "no_speech" and silent["language"] is None and silent["clips"] == 0, silent
+    assert _report(out)["counts"] == {"ok": 4, "failed": 4, "no_speech": 1}
     assert "Traceback" not in proc.stdout + proc.stderr
     reader = ShardReader(out)
     assert {r["source_id"] for r in reader.table(columns=["source_id"]).to_pylist()} == {
@@ -242,6 +252,7 @@ def test_inspect_shows_clips(main_run):
     text = proc.stdout
     for episode in ("dialogue_5shots", "test1", "zh_tvdrama"):
         assert episode in text
+    assert "no_speech 1" in text and "silent.mp4: no_speech" in text  # counted apart, with its reason
     assert " en " in text and " zh " in text
     reader = ShardReader(out)
     first = reader.table(columns=["text", "start_ms"]).to_pylist()[0]
