@@ -130,6 +130,17 @@ class Plan:
                 return s
         raise KeyError(output)
 
+    def step_named(self, name: str) -> Step:
+        """The step of stage ``name`` (e.g. "separation").
+
+        Raises:
+            KeyError: no enabled step has that name.
+        """
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
     def producer(self, output: str) -> type[Stage]:
         return self.step(output).stage
 
