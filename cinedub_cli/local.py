@@ -37,7 +37,7 @@ def register(app: Any) -> None:
         out: Annotated[Optional[Path], typer.Option(help="Dataset folder of the scheduled ingest.")] = None,
         cron: Annotated[str, typer.Option(help="Schedule of the ingest (with --watch).")] = "*/5 * * * *",
         models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
-        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
+        separation: Annotated[Optional[str], typer.Option(help="auto, demucs, deepfilternet or none.")] = None,
     ) -> None:
         """Start Prefect (server with UI, worker, deployments) on this machine and print where to open the UI."""
         ingest = None
@@ -53,7 +53,7 @@ def register(app: Any) -> None:
         inputs: Annotated[list[str], typer.Argument(help="Video files, folders or URLs (s3://…).")],
         out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder (seen by every worker).")],
         models_dir: Annotated[Optional[Path], typer.Option(help="Folder of model folders.")] = None,
-        separation: Annotated[Optional[str], typer.Option(help="demucs or none.")] = None,
+        separation: Annotated[Optional[str], typer.Option(help="auto, demucs, deepfilternet or none.")] = None,
         device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
         retry_failed: Annotated[bool, typer.Option(help="Also resubmit inputs that failed before.")] = False,
     ) -> None:

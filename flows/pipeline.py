@@ -31,8 +31,7 @@ from cinedub.atomic import write_json_atomic
 from cinedub.card import write_card
 from cinedub.config import Config
 from cinedub.errors import MediaError
-from cinedub.pipeline import plan_source, work_root
-from cinedub.atomic import remove_stale_temporaries
+from cinedub.pipeline import clean_work_dir, decode_errors, plan_source, work_root
 from cinedub.shards import build_manifest, source_shards, write_source_shards
 from cinedub.types import ClipList, IngestResult, Transcript
 
@@ -58,7 +57,15 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
         st = p.stat()
         sha256 = hash_source.with_options(result_storage=storage)(str(p), st.st_size, st.st_mtime_ns)
     plan = plan_source(p, out_dir, cfg, sha256=sha256)
-    remove_stale_temporaries(plan.work_dir)  # left by a killed run of this source (one run per source at a time)
+    clean_work_dir(plan)  # left by a killed run of this source (one run per source at a time)
+    try:
+        return _process_plan(plan, p, out_dir, storage, logger)
+    finally:
+        clean_work_dir(plan)  # e.g. written by an ffmpeg child that outlived a killed run
+
+
+def _process_plan(plan, p: Path, out_dir: str, storage: str, logger) -> dict[str, Any]:
+    """The steps of :func:`process_source` once planned (returns its summary or a Failed state)."""
     t0 = time.perf_counter()
     records: dict[str, str] = {}
     steps_report: list[dict[str, Any]] = []
@@ -104,6 +111,13 @@ def process_source(path: str, out_dir: str, cfg: Config, name: str = "", storage
     }
     if clips is not None:
         summary["dropped_speech"] = [d.to_dict() for d in clips.dropped]
+        summary["speech"] = clips.speech_report()
+    damage = decode_errors({o: plan.step(o).stage.record.from_json(path) for o, path in records.items()
+                            if o in ("ingest", "shots", "faces")})
+    if damage:
+        summary["decode_errors"] = damage
+        logger.warning("source %s: decoded through corrupt data (%s)", p.name,
+                       ", ".join(f"{k} {v}" for k, v in damage.items()))
     _source_artifact(p.name, steps_report, status)
     logger.info("source %s (%s): %s, %d clips, language %s", p.name, plan.source_id, status, summary["clips"],
                 summary["language"])

@@ -22,7 +22,9 @@ Method:
    never overlap); when a shot boundary lies in the gap within ``shot_snap_ms`` of the word, the edge is placed
    exactly on it (the clip starts or ends on the cut) and never crosses it otherwise. Edges are clamped to
    ``[0, duration]``, where duration is the source's or, if shorter, the vocal track's. A clip's video frames
-   ``[start_frame, end_frame)`` follow from its ms edges with half a millisecond of rounding allowance
+   ``[start_frame, end_frame)`` are the decoded frames on screen during its ms edges: from the frames' own times
+   when the shot stage recorded them (``ShotList.frame_pts_ms``: variable frame rate, lost frames;
+   :func:`frame_span_pts`), else from the exact rate with half a millisecond of rounding allowance
    (:func:`frame_span`: a clip starting on a cut starts on the cut frame), clamped to the shot list's frame count.
 
 Policies: clips are never shorter than ``min_clip_s`` nor longer than ``max_clip_s``; speech that cannot make such
@@ -44,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cinedub.config import SegmentationConfig
-from cinedub.timebase import frame_span
+from cinedub.timebase import frame_span, frame_span_pts
 from cinedub.types import Clip, ShotList, Source, Turn, Word
 
 logger = logging.getLogger("cinedub.segment")
@@ -58,6 +60,7 @@ SENTENCE_SCORE = 2.0
 SHOT_SCORE = 1.5  # a shot boundary in the gap; half of it within shot_snap_ms of the gap
 PAUSE_SCORE = 1.0  # at min_pause_ms; grows to PAUSE_SCORE * 1.5 for a pause 700 ms longer
 SPEAKER_SCORE = 1.0  # the speaker changes between the two words (diarization)
+SPEECH_TOUCH_MS = 60  # a detected-speech span within this of a word time contains it (Silero: 32 ms frames + 30 ms pad)
 SENTENCE_END = tuple(".?!。？！…;；")
 _CLOSERS = "\"'”’」』)）]】》"
 # "D.C.", "U.S.", ".C." (Whisper splits "D.C." into "D" + ".C."), initials "J."
@@ -126,7 +129,41 @@ def _shots_in(cuts_ms: Sequence[int], lo: int, hi: int) -> list[int]:
     return list(cuts_ms[bisect.bisect_left(cuts_ms, lo) : bisect.bisect_right(cuts_ms, hi)])
 
 
-def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> _Gap:
+class _Speech:
+    """Where the voice is, around word times: detected speech spans (Silero VAD on the transcribed audio), or, when
+    none are given, the words themselves with ``pad_ms`` of margin (the behaviour before voice activity was used).
+
+    ``end_after(e)`` is where the speech that contains a word ending at ``e`` stops (at most ``max_edge_extension_ms``
+    later); ``start_before(s)`` where the speech containing a word starting at ``s`` starts. A word time and a VAD
+    edge may disagree by Silero's 32 ms frame plus its 30 ms padding, so a span touching the word within
+    :data:`SPEECH_TOUCH_MS` counts as containing it.
+    """
+
+    def __init__(self, speech_ms: Sequence[tuple[int, int]] | None, cfg: SegmentationConfig):
+        self.spans = sorted((int(a), int(b)) for a, b in speech_ms or () if b > a)
+        self.starts = [a for a, _ in self.spans]
+        self.known = bool(self.spans)
+        self.margin = cfg.edge_margin_ms if self.known else cfg.pad_ms
+        self.max_ext = cfg.max_edge_extension_ms
+
+    def _around(self, t: int) -> list[tuple[int, int]]:
+        i = bisect.bisect_right(self.starts, t + SPEECH_TOUCH_MS)
+        return [sp for sp in self.spans[max(0, i - 2) : i] if sp[1] >= t - SPEECH_TOUCH_MS]
+
+    def end_after(self, e: int) -> int:
+        ends = [b for a, b in self._around(e)]
+        return min(max([e, *ends]), e + self.max_ext)
+
+    def start_before(self, s: int) -> int:
+        starts = [a for a, b in self._around(s)]
+        return max(min([s, *starts]), s - self.max_ext)
+
+    def speaking_at(self, t: int) -> bool:
+        i = bisect.bisect_right(self.starts, t) - 1
+        return i >= 0 and self.spans[i][0] <= t < self.spans[i][1]
+
+
+def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationConfig, speech: _Speech) -> _Gap:
     w, nw = prev.words[-1], nxt.words[0]
     e, s = prev.end_ms, nxt.start_ms
     pause = s - e
@@ -140,37 +177,53 @@ def _gap(prev: _Block, nxt: _Block, cuts_ms: Sequence[int], cfg: SegmentationCon
     if w.speaker_id and nw.speaker_id and w.speaker_id != nw.speaker_id:
         score += SPEAKER_SCORE
         reasons.append("speaker")
-    mid = (e + s) // 2
-    left_end = min(e + cfg.pad_ms, mid)
-    right_start = max(s - cfg.pad_ms, mid)
+    # the voice around the gap: the left clip keeps the speech its last word ends in, the right one the speech its
+    # first word starts in (never into the other's words), each with a margin
+    se, ss = min(speech.end_after(e), s), max(speech.start_before(s), e)
+    continuous = se >= ss  # the voice fills the gap: no pause to cut in
+    left_end, right_start = se + speech.margin, ss - speech.margin
     in_gap = _shots_in(cuts_ms, e, s)
     if in_gap:
-        first, last = in_gap[0], in_gap[-1]
         score += SHOT_SCORE
         reasons.append("shot")
-        # on the cut when it is close to the word, and never across it: no clip keeps a sliver of another shot
-        left_end = first if first - e <= cfg.shot_snap_ms else min(left_end, first)
-        right_start = last if s - last <= cfg.shot_snap_ms else max(right_start, last)
+        # a cut where nobody speaks: the edge falls on it when it is close to the speech, and never crosses it;
+        # a voice running on across a cut after its words is kept whole (the clip then shows a few frames of the
+        # other shot); where the voice fills the whole gap, the cut is where the two clips meet
+        quiet = [c for c in in_gap if se <= c <= ss]
+        if continuous:
+            left_end = right_start = in_gap[0]
+        elif quiet:
+            first, last = quiet[0], quiet[-1]
+            left_end = first if first - se <= cfg.shot_snap_ms else min(left_end, first)
+            right_start = last if ss - last <= cfg.shot_snap_ms else max(right_start, last)
     elif _shots_in(cuts_ms, e - cfg.shot_snap_ms, s + cfg.shot_snap_ms):
         score += SHOT_SCORE / 2  # the cut is inside a word next to the gap: close, but the clip keeps a sliver
         reasons.append("near_shot")
+    if left_end > right_start:  # the margins (or continuous speech) meet: split where the voice pauses, if it does
+        lo, hi = (se, ss) if not continuous else (e, s)
+        left_end = right_start = (lo + hi) // 2
     return _Gap(score, "+".join(reasons), left_end, right_start)
 
 
-def _edge_start(s: int, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> int:
+def _edge_start(s: int, cuts_ms: Sequence[int], cfg: SegmentationConfig, speech: _Speech) -> int:
     """Start of a clip whose first word starts at ``s`` with nothing before it (the source's start)."""
-    start = max(0, s - cfg.pad_ms)
-    before = _shots_in(cuts_ms, max(0, s - max(cfg.pad_ms, cfg.shot_snap_ms)), s)
-    if before and s - before[-1] <= cfg.shot_snap_ms:
+    ss = speech.start_before(s)
+    start = max(0, ss - speech.margin)
+    before = [c for c in _shots_in(cuts_ms, max(0, ss - max(speech.margin, cfg.shot_snap_ms)), ss)
+              if not speech.speaking_at(c)]
+    if before and ss - before[-1] <= cfg.shot_snap_ms:
         return before[-1]
     return max([start, *before])
 
 
-def _edge_end(e: int, limit_ms: int, cuts_ms: Sequence[int], cfg: SegmentationConfig) -> int:
-    """End of a clip whose last word ends at ``e`` with nothing after it (the end of the audio)."""
-    end = min(limit_ms, e + cfg.pad_ms)
-    after = _shots_in(cuts_ms, e, min(limit_ms, e + max(cfg.pad_ms, cfg.shot_snap_ms)))
-    if after and after[0] - e <= cfg.shot_snap_ms:
+def _edge_end(e: int, limit_ms: int, cuts_ms: Sequence[int], cfg: SegmentationConfig, speech: _Speech) -> int:
+    """End of a clip whose last word ends at ``e`` with nothing after it (the end of the audio): the speech it ends
+    in is kept up to the end of the file."""
+    se = speech.end_after(e)
+    end = min(limit_ms, se + speech.margin)
+    after = [c for c in _shots_in(cuts_ms, se, min(limit_ms, se + max(speech.margin, cfg.shot_snap_ms)))
+             if not speech.speaking_at(c - 1)]
+    if after and after[0] - se <= cfg.shot_snap_ms:
         return after[0]
     return min([end, *after])
 
@@ -228,6 +281,7 @@ def segment_source(
     cfg: SegmentationConfig,
     *,
     vocal_duration_ms: int | None = None,
+    speech_ms: Sequence[tuple[int, int]] | None = None,
 ) -> Segmentation:
     """Cut ``words`` into clips and report what was left out; see the module docstring for the method.
 
@@ -238,6 +292,8 @@ def segment_source(
         cfg: length bounds (s), padding, pause and shot-snap distances (ms).
         vocal_duration_ms: length of the audio the clips are cut from, when it differs from
             ``source.duration_ms``; clips end at the shorter of the two.
+        speech_ms: sorted ``(start_ms, end_ms)`` spans of detected speech (``Transcript.speech_ms``): clip edges
+            follow the voice around the words; None or empty: ``pad_ms`` around the words.
 
     Returns:
         A :class:`Segmentation`: clips in time order with ``index`` 0..n-1, each within ``[min_clip_s,
@@ -259,12 +315,14 @@ def segment_source(
             dropped.append(DroppedSpan(w.start_ms, w.end_ms, (w,), "long"))
         else:
             usable.append(w)
+    voice = _Speech(speech_ms, cfg)
     if not limit_ms and usable:
-        limit_ms = max(w.end_ms for w in usable) + cfg.pad_ms
+        limit_ms = voice.end_after(max(w.end_ms for w in usable)) + voice.margin
     cuts_ms = sorted(shots.cut_ms) if shots is not None else []
     blocks = _blocks(usable)
-    gaps = [_gap(a, b, cuts_ms, cfg) for a, b in zip(blocks, blocks[1:])]
+    gaps = [_gap(a, b, cuts_ms, cfg, voice) for a, b in zip(blocks, blocks[1:])]
     n_frames = (shots.n_frames if shots is not None else None) or source.n_frames
+    frame_pts = list(shots.frame_pts_ms) if shots is not None and shots.frame_pts_ms else None
 
     clips: list[Clip] = []
     i = 0
@@ -273,10 +331,11 @@ def segment_source(
         while j < len(blocks) and blocks[j].start_ms - blocks[j - 1].end_ms < HARD_GAP_MS:
             j += 1
         run = blocks[i:j]
-        starts = [_edge_start(run[0].start_ms, cuts_ms, cfg) if i == 0 else gaps[i - 1].right_start_ms]
+        starts = [_edge_start(run[0].start_ms, cuts_ms, cfg, voice) if i == 0 else gaps[i - 1].right_start_ms]
         starts += [gaps[i + k - 1].right_start_ms for k in range(1, len(run))]
         ends = [0] + [gaps[i + k - 1].left_end_ms for k in range(1, len(run))]
-        ends.append(_edge_end(run[-1].end_ms, limit_ms, cuts_ms, cfg) if j == len(blocks) else gaps[j - 1].left_end_ms)
+        ends.append(_edge_end(run[-1].end_ms, limit_ms, cuts_ms, cfg, voice) if j == len(blocks)
+                    else gaps[j - 1].left_end_ms)
         speech = [0]
         for blk in run:
             speech.append(speech[-1] + blk.end_ms - blk.start_ms)
@@ -284,6 +343,8 @@ def segment_source(
             inside = tuple(w for blk in run[a:b] for w in blk.words)
             if not keep:
                 reason = "short" if ends[b] - starts[a] < cfg.min_clip_s * 1000 else "long"
+                if reason == "long" and any(len(blk.words) > 1 for blk in run[a:b]):
+                    reason = "overlap"  # a block of overlapping words (several speakers at once) too long to hold
                 dropped.append(DroppedSpan(run[a].start_ms, max(blk.end_ms for blk in run[a:b]), inside, reason))
                 continue
             start_ms, end_ms = starts[a], ends[b]
@@ -291,7 +352,11 @@ def segment_source(
                 reason = gaps[i + b - 1].reason or "max_length"
             else:
                 reason = "end" if j == len(blocks) else "silence"
-            frames = frame_span(start_ms, end_ms, source.fps, n_frames) if source.fps and source.has_video else None
+            frames = None
+            if frame_pts:
+                frames = frame_span_pts(start_ms, end_ms, frame_pts)
+            elif source.fps and source.has_video:
+                frames = frame_span(start_ms, end_ms, source.fps, n_frames)
             clips.append(
                 Clip(
                     clip_id=clip_id_for(source.sha256, start_ms, end_ms),

@@ -4,7 +4,8 @@ a seeded temperature fallback and hallucination guards.
 Flow of :meth:`AsrStage.transcribe`: decode the 16 kHz mono FLAC once -> language identification over all of
 Whisper's languages (language-token probabilities averaged over up to :data:`LID_MAX_WINDOWS` 30 s windows of VAD
 speech) -> :func:`cinedub.ops.language.decide_language` (no speech: ``no_speech``; a language outside
-``cfg.languages``: skipped or transcribed in its own language) -> ``transcribe(word_timestamps=True,
+``cfg.languages``: skipped or transcribed in its own language) -> detected speech (Silero VAD, kept in
+``Transcript.speech_ms`` for clip edges and coverage) -> ``transcribe(word_timestamps=True,
 condition_on_previous_text=False)`` with CTranslate2's sampling seeded -> guards drop looped or silent segments
 (reasons kept in ``Transcript.dropped``) -> integer-ms words, monotonic and clamped to the audio, Chinese in the
 configured script.
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from cinedub.config import Config
+from cinedub.diarization.config import VadConfig
+from cinedub.diarization.vad import speech_regions
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
@@ -65,7 +68,7 @@ class AsrStage(Stage):
     """
 
     name = "asr"
-    version = "2"  # v2: seeded temperature fallback, temperature per segment, decoding settings recorded
+    version = "3"  # v3: detected speech recorded, repetition guard keeps repeats over detected speech
     inputs = ("tracks",)
     output = "transcript"
     record = Transcript
@@ -245,6 +248,7 @@ class AsrStage(Stage):
         else:
             decision = self.detect_language(audio)
         lang, lang_prob = decision.language, decision.probability
+        speech_ms = tuple(speech_regions(audio, VadConfig())) if len(audio) else ()
         t_lid = time.perf_counter()
         raw_segments = self._transcribe(audio, lang, seed, progress) if decision.transcribe and len(audio) else []
 
@@ -276,12 +280,14 @@ class AsrStage(Stage):
 
         kept: list[AsrSegment] = []
         dropped: list[str] = []
+        guarded: list[tuple[int, int]] = []
         prev_end = 0
-        for seg, reason in zip(candidates, find_hallucinations(candidates, self.cfg.asr)):
+        for seg, reason in zip(candidates, find_hallucinations(candidates, self.cfg.asr, speech_ms)):
             if reason is None and not seg.words:
                 reason = "no word timestamps"
             if reason is not None:
                 dropped.append(_note(seg.start_ms, seg.end_ms, reason, seg.text))
+                guarded.append((seg.start_ms, max(seg.start_ms, seg.end_ms)))
                 continue
             # re-clamp across segments so word times never go back (segments may overlap by a few ms)
             words = tuple(monotonic_words(seg.words, duration_ms, prev_end_ms=prev_end))
@@ -316,6 +322,8 @@ class AsrStage(Stage):
             ),
             status=decision.status,
             status_reason=decision.reason,
+            speech_ms=speech_ms,
+            guarded_ms=tuple(guarded),
         )
         elapsed = time.perf_counter() - t0
         logger.info(

@@ -33,7 +33,8 @@ class FacesStage(Stage):
     """
 
     name = "faces"
-    version = "3"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode
+    version = "3"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
+    # indices in decode order (corrupt packets skipped), tracks end in the source
     inputs = ("ingest", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"
@@ -94,5 +95,7 @@ class FacesStage(Stage):
             shot_cfg=self.cfg.shots if shots is None else None,
             progress=progress,
             total_frames=source.n_frames,
+            end_limit_ms=source.duration_ms,
+            declared_frames=source.n_frames,
         )
         return result

@@ -14,6 +14,7 @@ time 0 (an audio stream that starts late is padded at the start), so a sample in
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +22,8 @@ from cinedub.errors import MediaError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, extract_audio_tracks, probe
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.types import IngestResult, Record, Source
+
+logger = logging.getLogger("cinedub.ingest")
 
 MIX_16K_NAME = "mix_16k.flac"
 MIX_FULL_NAME = "mix_full.flac"
@@ -36,7 +39,7 @@ class IngestStage(Stage):
     """
 
     name: ClassVar[str] = "ingest"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # v2: nominal frame rate of VFR sources, corrupt audio packets counted
     output: ClassVar[str] = "ingest"
     record: ClassVar[type[Record]] = IngestResult
     config_sections: ClassVar[tuple[str, ...]] = ()
@@ -82,6 +85,7 @@ class IngestStage(Stage):
             raise MediaError(path, f"audio stream {stream.index} has no sample rate or channel count")
         channels = min(stream.channels, MAX_MIX_CHANNELS)
         work_dir = Path(work_dir)
+        report: dict[str, int] = {}
         mix_16k, mix_full = extract_audio_tracks(
             path,
             [
@@ -89,11 +93,16 @@ class IngestStage(Stage):
                 (work_dir / MIX_FULL_NAME, stream.sample_rate_hz, channels),
             ],
             duration_ms=source.duration_ms,
+            report=report,
         )
+        if report.get("decode_errors"):
+            logger.warning("%s: %d corrupt audio packets skipped (silence in their place)", path,
+                           report["decode_errors"])
         return IngestResult(
             source=source,
             mix_16k=str(mix_16k),
             mix_full=str(mix_full),
             full_rate_hz=stream.sample_rate_hz,
             channels=channels,
+            audio_decode_errors=report.get("decode_errors", 0),
         )

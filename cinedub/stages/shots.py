@@ -4,9 +4,13 @@ fed by :mod:`cinedub.vision.cuts` (see there for what is reproduced of PySceneDe
 PySceneDetect's convention is kept: a cut is the **first frame of the new shot** (its ``CutList`` docs: "each
 timecode represents the first frame of a new shot"), and a shot is ``[start_frame, end_frame)``.
 
-Frame indices are the 0-based **decode order** of the video stream (:mod:`cinedub.vision.decode`), not derived from
-timestamps (``round(pts * rate)`` is off by one or more on variable-frame-rate files with missing frames), the same
-indices the faces stage uses. Milliseconds come from the source's exact frame rate through
+Frame indices are the 0-based **decode order** of the video stream (:mod:`cinedub.vision.decode`, decoded
+sequentially, corrupt packets skipped as ffmpeg does), not derived from timestamps (``round(pts * rate)`` is off by
+one or more on variable-frame-rate files with missing frames), the same indices the faces stage uses. Milliseconds
+are the decoded frames' presentation times: on a constant-rate source they equal :func:`cinedub.timebase.frame_to_ms`
+of the exact rate (``Fraction(24000, 1001)`` for 23.976 fps, never an assumed 25); where they do not (variable frame
+rate, frames dropped or lost to corrupt packets) every frame's time is kept in ``ShotList.frame_pts_ms``. The last
+shot ends one frame after the last frame, and never after the source. Milliseconds come from the source's exact frame rate through
 :func:`cinedub.timebase.frame_to_ms` (``Fraction(24000, 1001)`` for 23.976 fps, never an assumed 25); for a
 variable-frame-rate source (``Source.variable_frame_rate``) they come from the decoded frame's presentation time
 instead, since ``index / fps`` drifts there.
@@ -23,10 +27,9 @@ from cinedub.config import Config
 from cinedub.errors import MediaError
 from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
-from cinedub.timebase import frame_duration_ms
 from cinedub.types import IngestResult, ShotList, Source
 from cinedub.vision.cuts import CutFinder
-from cinedub.vision.decode import iter_frames, video_info
+from cinedub.vision.decode import DecodeStats, iter_frames, video_info
 from cinedub.vision.records import FaceTrackList
 
 logger = logging.getLogger("cinedub.shots")
@@ -41,7 +44,8 @@ class ShotStage(Stage):
     """
 
     name = "shots"
-    version = "3"  # v2: decode-order frame indices, PTS times on VFR sources; v3: frames pushed from our decoder
+    version = "4"  # v3: decoded times for every source (frame_pts_ms when uneven), last shot in the source;
+    # v4: frames pushed from our decoder
     inputs = ("ingest", "faces")
     optional = frozenset({"faces"})
     output = "shots"
@@ -77,15 +81,17 @@ class ShotStage(Stage):
         t0 = time.perf_counter()
         info = video_info(video_path)
         finder = CutFinder(self.cfg.shots, source.fps, (info.width, info.height))
-        last = None
-        for frame in iter_frames(video_path):
+        stats = DecodeStats()
+        for frame in iter_frames(video_path, sequential=True, stats=stats):
             finder.push(frame.index, frame.pts_ms, frame.small(finder.size))
             progress(finder.n_frames, source.n_frames, "frames")
-            last = frame
-        if last is None:
+        if finder.n_frames == 0:
             raise MediaError(video_path, "no video frame could be decoded")
-        shots = finder.finish(self.cfg.shots.detector, last.pts_ms + frame_duration_ms(source.fps),
-                              variable_frame_rate=source.variable_frame_rate)
+        if stats.bad_packets:
+            logger.warning("%s: %d corrupt video packets skipped (%s)", Path(video_path).name, stats.bad_packets,
+                           "; ".join(stats.errors))
+        shots = finder.finish(self.cfg.shots.detector, source_duration_ms=source.duration_ms,
+                              declared_frames=source.n_frames)
         logger.info("%s: %d shots (cuts at frames %s) in %.1f s", Path(video_path).name, len(shots.shots),
                     shots.cut_frames, time.perf_counter() - t0)
         return shots

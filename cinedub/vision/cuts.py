@@ -15,12 +15,15 @@ AdaptiveDetector is the default because it scored F1 91.6 against ContentDetecto
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 
 import numpy as np
 
 from cinedub.timebase import frame_to_ms
 from cinedub.types import Shot, ShotList
+
+log = logging.getLogger("cinedub.shots")
 
 
 def shots_from_cuts(
@@ -119,17 +122,34 @@ class CutFinder:
         """First frame of every shot found so far (0 first)."""
         return [0, *sorted({c for c in self.cuts if c > 0})]
 
-    def finish(self, detector_name: str, end_ms: int, *, variable_frame_rate: bool) -> ShotList:
+    def finish(self, detector_name: str, *, source_duration_ms: int | None = None,
+               declared_frames: int | None = None) -> ShotList:
         """The shots after the last frame (the detector's post-processing runs here).
+
+        Milliseconds are the pushed frames' presentation times: on an evenly spaced stream they equal
+        ``frame_to_ms(index, fps)`` and nothing more is stored; otherwise (variable frame rate, frames dropped or
+        lost to corrupt packets) every frame's time is kept in ``ShotList.frame_pts_ms``. The last shot ends one
+        frame after the last frame, never after the source.
 
         Args:
             detector_name: recorded in the ShotList ("adaptive" / "content").
-            end_ms: where the last frame ends (its pts plus its duration).
-            variable_frame_rate: shot times from the frames' presentation times instead of ``index / fps``.
+            source_duration_ms: the source's duration (the last shot's end is clamped to it).
+            declared_frames: frames the container declares (``Source.n_frames``); fewer pushed = frames lost.
         """
-        if self.n_frames:
-            for tc in self.detector.post_process(self._timecode(self.n_frames - 1)):
+        n = self.n_frames
+        if n:
+            for tc in self.detector.post_process(self._timecode(n - 1)):
                 self.cuts.append(int(tc.frame_num))
-        frame_ms = [*self.frame_ms, end_ms] if variable_frame_rate else None
-        shots = shots_from_cuts(self.cuts, self.n_frames, self.fps, frame_ms)
-        return ShotList(fps=self.fps, n_frames=self.n_frames, shots=tuple(shots), detector=detector_name)
+        if n == 0:
+            return ShotList(fps=self.fps, n_frames=0, shots=(), detector=detector_name)
+        times = self.frame_ms
+        uneven = any(abs(t - frame_to_ms(i, self.fps)) > 1 for i, t in enumerate(times))
+        end_ms = times[-1] + frame_to_ms(n, self.fps) - frame_to_ms(n - 1, self.fps)
+        if source_duration_ms:
+            end_ms = min(end_ms, source_duration_ms)
+        lost = max(0, declared_frames - n) if declared_frames else 0
+        if lost:
+            log.warning("%d of the %d frames the container declares could not be decoded", lost, declared_frames)
+        shots = shots_from_cuts(self.cuts, n, self.fps, [*times, max(end_ms, times[-1])])
+        return ShotList(fps=self.fps, n_frames=n, shots=tuple(shots), detector=detector_name,
+                        frame_pts_ms=tuple(times) if uneven else (), frames_lost=lost)

@@ -5,12 +5,20 @@ they line up with :class:`cinedub.types.Shot` frame numbers. ``pts_ms`` comes fr
 timestamp relative to the container's start (the source timeline shared with the extracted audio), so
 variable-frame-rate sources keep exact times even where ``index / fps`` drifts.
 
-Constant-frame-rate sources seek to each span (index = ``round((pts - start) * fps)``); variable-frame-rate
-sources are decoded from the start so that the index stays an exact count.
+Given the decoded frames' times of the whole stream (``ShotList.frame_pts_ms``, recorded by the shot stage for
+variable-frame-rate sources and sources that lost frames), a frame's index is its position in that list, so seeking
+is exact on any source. Without it, constant-frame-rate sources seek to each span (index =
+``round((pts - start) * fps)``) and variable-frame-rate ones are decoded from the start so that the index stays an
+exact count.
+
+Corrupt packets are skipped as the ffmpeg CLI does (the decoder resumes at the next packet; the frames they carried
+are missing) and counted in :class:`DecodeStats`; only :data:`MAX_CONSECUTIVE_ERRORS` failures in a row (an
+undecodable stream) stop the decode with a :class:`~cinedub.errors.MediaError`.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,11 +28,29 @@ import av
 import numpy as np
 
 from cinedub.errors import MediaError
-from cinedub.timebase import merge_spans, parse_fps
+from cinedub.timebase import merge_spans, parse_fps, pick_frame_rate
 
 # Gaps between spans shorter than this are decoded through rather than sought over (a seek lands on the
 # previous keyframe and decodes forward anyway).
 _SEEK_MIN_GAP_MS = 4000
+# Packets in a row that fail to decode before the stream counts as undecodable (PySceneDetect's PyAV backend
+# gives up after 8 consecutive failed frames; a damaged stretch of an H.264 file fails one packet at a time).
+MAX_CONSECUTIVE_ERRORS = 50
+
+
+@dataclass
+class DecodeStats:
+    """What a decode met: packets the decoder rejected (corrupt data) and their reasons (first few).
+
+    Attributes:
+        bad_packets: packets that failed to decode and were skipped (each lost the frame it carried).
+        errors: the first decoder messages, for the log.
+        unindexed_frames: decoded frames whose time is not in the given ``frame_pts_ms`` (skipped).
+    """
+
+    bad_packets: int = 0
+    errors: list[str] = field(default_factory=list)
+    unindexed_frames: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,8 +91,8 @@ class VideoInfo:
     """What the reader learnt about the video stream.
 
     Attributes:
-        fps: average frame rate (exact fraction, NTSC rates snapped); variable_frame_rate: the nominal and the
-            average rate disagree; rotation_deg: display rotation applied to every frame (counter-clockwise).
+        fps: nominal frame rate (exact fraction, NTSC rates snapped; :func:`cinedub.timebase.pick_frame_rate`);
+            variable_frame_rate: the nominal and the average rate disagree; rotation_deg: display rotation applied to every frame (counter-clockwise).
     """
 
     fps: Fraction
@@ -86,7 +112,7 @@ def video_info(path: str | Path) -> VideoInfo:
         vs = container.streams.video[0]
         fps, vfr = _rates(vs, path)
         rot = 0
-        for frame in container.decode(vs):
+        for frame in _decode(container, vs, DecodeStats()):
             rot = _rotation(frame)
             break
         w, h = vs.codec_context.width, vs.codec_context.height
@@ -96,7 +122,13 @@ def video_info(path: str | Path) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | Path, spans_ms: Sequence[tuple[int, int]] | None = None, *, threads: bool = True
+    path: str | Path,
+    spans_ms: Sequence[tuple[int, int]] | None = None,
+    *,
+    threads: bool = True,
+    frame_pts_ms: Sequence[int] | None = None,
+    stats: DecodeStats | None = None,
+    sequential: bool = False,
 ) -> Iterator[DecodedFrame]:
     """Yield every frame whose ``pts_ms`` lies in one of ``spans_ms`` (``[start, end)``), in order, decoded once.
 
@@ -104,13 +136,20 @@ def iter_frames(
         path: a video file.
         spans_ms: source-timeline spans (merged here); None = the whole stream.
         threads: let FFmpeg decode with frame threads.
+        frame_pts_ms: the presentation time (ms, increasing) of every frame of the stream in decode order, when
+            known (``ShotList.frame_pts_ms``): indices are then positions in it (a frame whose time is not in it,
+            within 1 ms, is skipped and counted in ``stats``).
+        stats: filled with the corrupt packets met.
+        sequential: decode from the start without seeking; the index is then the count of frames decoded before
+            (decode order, exact on any source, as the shot detector and the faces stage number frames).
 
     Raises:
-        MediaError: unreadable file, no video stream, or a decode error.
+        MediaError: unreadable file, no video stream, or an undecodable stream (:data:`MAX_CONSECUTIVE_ERRORS`).
     """
     spans = merge_spans(spans_ms) if spans_ms is not None else [(0, 1 << 62)]
     if not spans:
         return
+    stats = stats if stats is not None else DecodeStats()
     with _open(path) as container:
         vs = container.streams.video[0]
         if threads:
@@ -119,18 +158,63 @@ def iter_frames(
         tb = vs.time_base
         origin_s = Fraction(container.start_time or 0, 1_000_000)
         start_pts = vs.start_time if vs.start_time is not None else 0
+        if frame_pts_ms:
+            index_of = _indexer(list(frame_pts_ms), stats)
+        else:
+            def index_of(frame, pts_ms, last_index):  # noqa: ARG001 - same signature as _indexer's
+                if frame.pts is None:
+                    return last_index + 1
+                return int(round((Fraction(frame.pts - start_pts) * tb) * fps))
         try:
-            if vfr:
-                yield from _sequential(container, vs, spans, tb, origin_s)
+            if sequential or (vfr and not frame_pts_ms):
+                yield from _sequential(container, vs, spans, tb, origin_s, stats)
             else:
-                yield from _seeking(container, vs, spans, tb, origin_s, start_pts, fps)
+                yield from _seeking(container, vs, spans, tb, origin_s, start_pts, index_of, stats)
         except av.error.FFmpegError as e:
             raise MediaError(path, f"video decode failed ({e})") from None
+        except _Undecodable as e:
+            raise MediaError(path, f"video decode failed: {e}") from None
 
 
-def _sequential(container, vs, spans, tb, origin_s) -> Iterator[DecodedFrame]:
+class _Undecodable(Exception):
+    pass
+
+
+def _indexer(frame_pts_ms: list[int], stats: DecodeStats):
+    def index_of(frame, pts_ms: int, last_index: int) -> int | None:  # noqa: ARG001
+        i = bisect.bisect_left(frame_pts_ms, pts_ms - 1)
+        if i < len(frame_pts_ms) and abs(frame_pts_ms[i] - pts_ms) <= 1:
+            return i
+        stats.unindexed_frames += 1
+        return None
+
+    return index_of
+
+
+def _decode(container, vs, stats: DecodeStats) -> Iterator[av.VideoFrame]:
+    """The stream's frames from the current position, skipping packets the decoder rejects (counted in ``stats``),
+    as the ffmpeg CLI does."""
+    failures = 0
+    for packet in container.demux(vs):
+        try:
+            frames = packet.decode()
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as e:
+            stats.bad_packets += 1
+            failures += 1
+            if len(stats.errors) < 5:
+                stats.errors.append(f"pts {packet.pts}: {e}")
+            if failures >= MAX_CONSECUTIVE_ERRORS:
+                raise _Undecodable(f"{failures} packets in a row failed to decode (last: {e})") from None
+            continue
+        failures = 0
+        yield from frames
+
+
+def _sequential(container, vs, spans, tb, origin_s, stats) -> Iterator[DecodedFrame]:
     k = 0
-    for index, frame in enumerate(container.decode(vs)):
+    for index, frame in enumerate(_decode(container, vs, stats)):
         pts_ms = _pts_ms(frame, tb, origin_s)
         while k < len(spans) and pts_ms >= spans[k][1]:
             k += 1
@@ -140,8 +224,7 @@ def _sequential(container, vs, spans, tb, origin_s) -> Iterator[DecodedFrame]:
             yield DecodedFrame(index, pts_ms, frame)
 
 
-def _seeking(container, vs, spans, tb, origin_s, start_pts, fps) -> Iterator[DecodedFrame]:
-    frame_s = 1 / fps
+def _seeking(container, vs, spans, tb, origin_s, start_pts, index_of, stats) -> Iterator[DecodedFrame]:
     last_index = -1
     position_ms: int | None = None  # pts of the last decoded frame, None before the first seek
     k = 0
@@ -152,17 +235,17 @@ def _seeking(container, vs, spans, tb, origin_s, start_pts, fps) -> Iterator[Dec
             target = int((Fraction(s, 1000) + origin_s) / tb) + start_pts
             container.seek(max(start_pts, target), stream=vs, backward=True, any_frame=False)
             sought = k  # a seek lands on the keyframe before: decode forward from there, never seek again for k
-        for frame in container.decode(vs):
+        for frame in _decode(container, vs, stats):
             pts_ms = _pts_ms(frame, tb, origin_s)
             position_ms = pts_ms
-            index = int(round((Fraction(frame.pts - start_pts) * tb) / frame_s)) if frame.pts is not None else last_index + 1
+            index = index_of(frame, pts_ms, last_index)
             while k < len(spans) and pts_ms >= spans[k][1]:
                 k += 1
             if k == len(spans):
                 return
             if k != sought and spans[k][0] - pts_ms > _SEEK_MIN_GAP_MS:
                 break  # far before the next span: seek instead of decoding through
-            if pts_ms >= spans[k][0] and index > last_index:
+            if index is not None and pts_ms >= spans[k][0] and index > last_index:
                 last_index = index
                 yield DecodedFrame(index, pts_ms, frame)
         else:
@@ -197,8 +280,8 @@ def _rates(vs, path) -> tuple[Fraction, bool]:
     base = vs.base_rate or vs.guessed_rate
     if not avg and not base:
         raise MediaError(path, "video stream has no frame rate")
-    fps = parse_fps(Fraction(avg or base))
-    vfr = bool(avg and base and abs(float(avg) - float(base)) > 0.01)
+    fps, vfr = pick_frame_rate(parse_fps(Fraction(avg)) if avg else None, parse_fps(Fraction(base)) if base else None)
+    assert fps is not None
     return fps, vfr
 
 

@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 
 from cinedub.errors import MediaError
 from cinedub.progress import Reporter, no_report
-from cinedub.timebase import frame_duration_ms, merge_spans
+from cinedub.timebase import merge_spans
 from cinedub.types import ShotList
 from cinedub.vision.config import VisionConfig
 from cinedub.vision.cuts import CutFinder
-from cinedub.vision.decode import DecodedFrame, iter_frames, video_info
+from cinedub.vision.decode import DecodedFrame, DecodeStats, iter_frames, video_info
 from cinedub.vision.detect import FaceDetector
 from cinedub.vision.landmarks import (
     LipLandmarker,
@@ -126,6 +126,8 @@ def extract_faces(
     shot_cfg=None,
     progress: Reporter = no_report,
     total_frames: int | None = None,
+    end_limit_ms: int | None = None,
+    declared_frames: int | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
     """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
 
@@ -137,11 +139,16 @@ def extract_faces(
         shots: shot boundaries (a track never spans two shots); None = one shot, unless ``shot_cfg`` is given.
         vcfg: thresholds, crop sizes, encoding.
         detector: a :class:`cinedub.vision.detect.FaceDetector`.
-        shot_cfg: a :class:`cinedub.config.ShotConfig`: find the shots in the same pass
-            (:class:`cinedub.vision.cuts.CutFinder` on every frame, so each frame is decoded once for shots and faces);
-            the result's ``shots`` holds them. Frames are then decoded from the start, not only in the spans.
-        progress: ``progress(done, total_frames, "frames")`` as frames are decoded (``total_frames``: the
-            source's frame count if known).
+    shot_cfg=None,
+    progress: Reporter = no_report,
+    total_frames: int | None = None,
+        end_limit_ms: the source's duration: no track (and no shot) ends after it.
+        declared_frames: frames the container declares (``Source.n_frames``), to count frames lost to corrupt data.
+
+    Frame indices are the decode order. With ``shot_cfg`` every frame is decoded in sequence (corrupt packets
+    skipped as ffmpeg does and counted in ``FaceTrackList.bad_packets``), so indices count the frames decoded; with
+    given ``shots`` whose ``frame_pts_ms`` is set (variable frame rate, lost frames) they are positions in it, so
+    they match the shots' and clips' frame numbers on any source.
 
     Returns:
         The :class:`FaceTrackList` (tracks sorted by start frame) and timing statistics.
@@ -151,6 +158,7 @@ def extract_faces(
     """
     t_start = time.perf_counter()
     stats = ExtractStats()
+    decode_stats = DecodeStats()
     info = video_info(video_path)
     fps = info.fps
     spans = None if speech_spans_ms is None else merge_spans(speech_spans_ms, pad_ms=vcfg.speech_pad_ms)
@@ -196,7 +204,7 @@ def extract_faces(
                     start_frame=track.frames[0],
                     end_frame=track.frames[-1] + 1,
                     start_ms=em.rows[0]["pts_ms"],
-                    end_ms=int(round(em.rows[-1]["pts_ms"] + frame_ms)),
+                    end_ms=min(int(round(em.rows[-1]["pts_ms"] + frame_ms)), end_limit_ms or 1 << 62),
                     n_frames=len(track.frames),
                     n_detected=track.n_detected,
                     median_face_px=round(track.median_size_px(), 1),
@@ -271,11 +279,14 @@ def extract_faces(
 
     try:
         t0 = time.perf_counter()
-        last_frame: DecodedFrame | None = None
         in_span = _SpanTest(spans)
-        for frame in iter_frames(video_path, spans if cuts is None else None):
+        if cuts is not None:
+            frames = iter_frames(video_path, sequential=True, stats=decode_stats)
+        else:
+            frame_pts = shots.frame_pts_ms if shots is not None and shots.frame_pts_ms else None
+            frames = iter_frames(video_path, spans, frame_pts_ms=frame_pts, stats=decode_stats)
+        for frame in frames:
             stats.n_frames_all += 1
-            last_frame = frame
             if cuts is not None:
                 cuts.push(frame.index, frame.pts_ms, frame.small(cuts.size))
                 progress(stats.n_frames_all, total_frames, "frames")
@@ -289,10 +300,9 @@ def extract_faces(
                 t0 = time.perf_counter()
         stats.decode_s += time.perf_counter() - t0
         if cuts is not None:
-            if last_frame is None:
+            if cuts.n_frames == 0:
                 raise MediaError(video_path, "no video frame could be decoded")
-            found = cuts.finish(shot_cfg.detector, last_frame.pts_ms + frame_duration_ms(fps),
-                                variable_frame_rate=info.variable_frame_rate)
+            found = cuts.finish(shot_cfg.detector, source_duration_ms=end_limit_ms, declared_frames=declared_frames)
         flush(True)
         for t in tracker.flush():
             finish(t)
@@ -322,7 +332,11 @@ def extract_faces(
         mouth_crop_size=vcfg.mouth_crop_size,
         variable_frame_rate=info.variable_frame_rate,
         shots=found if cuts is not None else None,
+        bad_packets=decode_stats.bad_packets,
     )
+    if decode_stats.bad_packets:
+        log.warning("%s: %d corrupt video packets skipped (%s)", Path(video_path).name, decode_stats.bad_packets,
+                    "; ".join(decode_stats.errors))
     log.info(
         "faces: %d frames (%d with detection), %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
         stats.n_frames, stats.n_detected_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,

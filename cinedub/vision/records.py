@@ -113,6 +113,7 @@ class FaceTrackList(Record):
             with at least one kept track.
         detector: "scrfd:<file>" or "mediapipe:blazeface-full-range".
         shots: the source's shots, found in the same decoding pass (None when the shots were given instead).
+        bad_packets: corrupt video packets skipped while decoding (the frames they carried are missing).
     """
 
     source_id: str
@@ -127,6 +128,7 @@ class FaceTrackList(Record):
     mouth_crop_size: int
     variable_frame_rate: bool = False
     shots: ShotList | None = None
+    bad_packets: int = 0
 
     _nested: ClassVar[dict[str, type]] = {"tracks": FaceTrack, "shots": ShotList}
 

@@ -1,8 +1,10 @@
 """The main job end to end, as a user runs it: `cinedub run` in a subprocess on real footage, then the shards.
 
 One run (module fixture) gets three good sources from ../shared/media (dialogue_5shots, en_film_titanic, and
-zh_tvdrama's picture muxed with its sound) plus four bad inputs built from shared files (a truncated mp4, a text
-file named .mp4, a video with no audio, an audio-only file). A second run is SIGKILLed half-way and restarted.
+zh_tvdrama's picture muxed with its sound), a damaged one (8 s of dialogue_5shots with corrupt bytes in the middle:
+decoded through, the damage reported), a silent one (4 s of nature footage with a silent audio track: status
+``no_speech``) plus four bad inputs built from shared files (a truncated mp4, a text file
+named .mp4, a video with no audio, an audio-only file). A second run is SIGKILLed half-way and restarted.
 Prefect runs ephemerally (no server) with its own PREFECT_HOME.
 """
 
@@ -29,6 +31,7 @@ from cinedub.media import load_audio
 from cinedub.reader import ShardReader
 from cinedub.schema import clip_schema
 from cinedub.types import ClipList, Transcript
+from cinedub_testing.media import damaged_copy
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cinedub_cli"]
@@ -65,7 +68,13 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
     truncated.write_bytes(data[: len(data) * 2 // 5])
     text = d / "notes.mp4"
     text.write_text("this is not a video, just a text file someone named .mp4\n")
+    silent = d / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media_dir / "shots/testvideo.mp4"), "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono", "-t", "4", "-c:v", "copy", "-c:a", "aac", "-shortest", str(silent)],
+                   check=True)
     return {
+        "silent": silent,
+        "damaged": damaged_copy(media_dir / "dialogue_5shots/dialogue_5shots.mp4", d / "damaged.mp4"),
         "dialogue": media_dir / "dialogue_5shots/dialogue_5shots.mp4",
         "titanic": media_dir / "en_film_titanic/test1.mp4",
         "zh": zh,
@@ -80,7 +89,7 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
 def main_run(tmp_path_factory, inputs, models_dir):
     out = tmp_path_factory.mktemp("out")
     home = tmp_path_factory.mktemp("prefect-home")
-    order = ["dialogue", "truncated", "titanic", "text", "no_audio", "zh", "audio_only"]
+    order = ["dialogue", "truncated", "titanic", "damaged", "text", "silent", "no_audio", "zh", "audio_only"]
     t0 = time.time()
     proc = subprocess.run(_run_cmd([inputs[k] for k in order], out, models_dir), capture_output=True, text=True,
                           cwd=REPO, env=_env(home), timeout=1500)
@@ -108,12 +117,23 @@ def test_bad_inputs_fail_clearly_and_good_ones_produce_shards(main_run, inputs):
         r = by_input[name]
         assert r["status"] == "failed", r
         assert name in r["reason"] and words in r["reason"].lower(), r["reason"]
-    for key in ("dialogue", "titanic", "zh"):
+        assert ": ingest: " in r["reason"] and "\n" not in r["reason"], r["reason"]  # one line naming the stage
+    for key in ("dialogue", "titanic", "zh", "damaged"):
         r = by_input[inputs[key].name]
         assert r["status"] == "ok" and r["clips"] >= 1, r
+        assert r["speech"]["in_clips_or_reported"] >= 0.99, r["speech"]  # detected speech in clips or reported
+    # the damaged file is decoded through, as ffmpeg does, and what was lost is in the report and the terminal
+    damage = by_input["damaged.mp4"]["decode_errors"]
+    assert damage.get("video_frames_lost", 0) + damage.get("video_packets", 0) >= 1, damage
+    assert "decode_errors" not in by_input[inputs["dialogue"].name]
+    # no speech is its own status, not "ok" with a language
+    silent = by_input["silent.mp4"]
+    assert silent["status"] == "no_speech" and silent["language"] is None and silent["clips"] == 0, silent
+    assert _report(out)["counts"] == {"ok": 4, "failed": 4, "no_speech": 1}
+    assert "Traceback" not in proc.stdout + proc.stderr
     reader = ShardReader(out)
     assert {r["source_id"] for r in reader.table(columns=["source_id"]).to_pylist()} == {
-        by_input[inputs[k].name]["source_id"] for k in ("dialogue", "titanic", "zh")
+        by_input[inputs[k].name]["source_id"] for k in ("dialogue", "titanic", "zh", "damaged")
     }
     assert "truncated.mp4" in proc.stdout + proc.stderr
 
@@ -163,7 +183,7 @@ def test_output_folder_is_a_dataset_with_a_card(main_run):
     dd = datasets.load_dataset(str(out), cache_dir=str(out / ".hf-card"))
     assert {k: v.num_rows for k, v in dd.items()} == {s: sum(r["split"] == s for r in rows) for s in splits}
     assert sorted(i for v in dd.values() for i in v["clip_id"]) == sorted(r["clip_id"] for r in rows)  # once each
-    assert all(ep == "test1" for ep in dd["test"]["episode"])
+    assert "test1" in dd["test"]["episode"]
     t = dd["train"].with_format("torch")
     for row in t:  # every column formats (times are int64 ms, no datetimes)
         assert row["start_ms"].dtype.is_floating_point is False
@@ -235,6 +255,7 @@ def test_inspect_shows_clips(main_run):
     text = proc.stdout
     for episode in ("dialogue_5shots", "test1", "zh_tvdrama"):
         assert episode in text
+    assert "no_speech 1" in text and "silent.mp4: no_speech" in text  # counted apart, with its reason
     assert " en " in text and " zh " in text
     reader = ShardReader(out)
     first = reader.table(columns=["text", "start_ms"]).to_pylist()[0]

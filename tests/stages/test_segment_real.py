@@ -18,11 +18,13 @@ def dialogue(cfg, media_dir, tmp_path_factory):
     return run["ingest"].source, run["transcript"], run["shots"]
 
 
-def test_clips_respect_bounds_words_and_shots(cfg, dialogue, media_dir):
+@pytest.mark.parametrize("edges", ["speech", "pad"])
+def test_clips_respect_bounds_words_and_shots(cfg, dialogue, media_dir, edges):
+    """With clip edges from the detected speech (the pipeline's) and from the fixed pad (no voice activity)."""
     src, transcript, shots = dialogue
     words = transcript.words
     seg_cfg = cfg.segmentation
-    seg = segment_source(src, words, shots, seg_cfg)
+    seg = segment_source(src, words, shots, seg_cfg, speech_ms=transcript.speech_ms if edges == "speech" else None)
     clips = seg.clips
     assert len(words) >= 60  # about 90 words are spoken
     assert len(clips) >= 4

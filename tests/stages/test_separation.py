@@ -116,7 +116,7 @@ def test_random_htdemucs_separates_real_film_audio_offline(
 
 
 def test_missing_model_folder_names_it(tmp_path: Path, no_network: _NoNetwork):
-    cfg = _cfg(tmp_path / "no_models")
+    cfg = _cfg(tmp_path / "no_models", separation={"method": "demucs"})
     with pytest.raises(ModelNotFoundError) as info:
         SeparationStage(cfg).ensure_setup()
     msg = str(info.value)
@@ -128,7 +128,7 @@ def test_missing_model_folder_names_it(tmp_path: Path, no_network: _NoNetwork):
 def test_allow_hub_without_network_still_raises_model_not_found(tmp_path: Path, no_network: _NoNetwork, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # demucs' legacy download path creates its cache dir
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    cfg = _cfg(tmp_path / "no_models", allow_hub=True)
+    cfg = _cfg(tmp_path / "no_models", allow_hub=True, separation={"method": "demucs"})
     with pytest.raises(ModelNotFoundError, match="hub download failed"):
         SeparationStage(cfg).ensure_setup()
 

@@ -235,10 +235,11 @@ def test_no_crash_on_degenerate_words():
     assert any(w.text == "hallucination" for d in seg.dropped for w in d.words)
     assert len(seg.clips) == 1 and seg.clips[0].words[0].text == "w0"
     assert segment_source(src, [], None, cfg).clips == ()
-    # one block of chained overlapping words longer than max_clip_s cannot be cut: dropped, not a 40 s clip
+    # one block of chained overlapping words (several voices at once) longer than max_clip_s cannot be cut: dropped
+    # with the reason "overlap", not a 40 s clip
     chain = [Word(f"c{i}", i * 400, i * 400 + 900, 0.9) for i in range(100)]
     seg = segment_source(src, chain, None, cfg)
-    assert seg.clips == () and [d.reason for d in seg.dropped] == ["long"]
+    assert seg.clips == () and [d.reason for d in seg.dropped] == ["overlap"]
 
 
 def test_clips_end_with_the_vocal_track():
@@ -258,3 +259,28 @@ def test_frame_span_of_shot_times_is_exact(fps):
         g = f + 1 + f % 50
         assert frame_span(round(frame_to_ms(f, fps)), round(frame_to_ms(g, fps)), fps) == (f, g)
     assert frame_span(10, 50, Fraction(25)) == (0, 2)  # frames at 0 and 40 ms are on screen
+
+
+def test_edges_follow_the_detected_speech():
+    """With voice activity, an edge keeps the speech its word ends or starts in (a tail Whisper's word end misses),
+    the speech running to the end of the file, and falls on a cut only where nobody speaks."""
+    cfg = SegmentationConfig()  # edge margin 50 ms, extension up to 800 ms, snap 400 ms
+    src = _source(20_000)
+    words = [Word("fantasy.", 1000, 3000, 0.9), Word("Next", 6000, 6400, 0.9), Word("one", 6500, 9000, 0.9),
+             Word("last", 15_000, 19_500, 0.9)]
+    speech = [(950, 3300), (5980, 9020), (14_990, 20_000)]
+    seg = segment_source(src, words, None, cfg, speech_ms=speech)
+    a, b, c = seg.clips
+    assert (a.start_ms, a.end_ms) == (900, 3350)  # the 300 ms tail after "fantasy" is in, plus the margin
+    assert (b.start_ms, b.end_ms) == (5930, 9070)
+    assert c.end_ms == 20_000  # speech up to the end of the file
+    # without voice activity: the fixed pad (150 ms) around the words
+    a0 = segment_source(src, words, None, cfg).clips[0]
+    assert (a0.start_ms, a0.end_ms) == (850, 3150)
+    # a cut 200 ms after the speech where nobody speaks takes the edge; speech across a cut keeps the edge on speech
+    shots = ShotList(fps=FPS, n_frames=479, shots=tuple(shots_from_cuts([84, 215], 479, FPS)))  # cuts 3504, 8967 ms
+    a, b, _ = segment_source(src, words, shots, cfg, speech_ms=speech).clips
+    assert a.end_ms == shots.cut_ms[0] and b.end_ms == 9070 and shots.cut_ms[1] in b.shot_boundaries_ms
+    # a tail longer than max_edge_extension_ms is not followed (voice without words is reported, not clipped)
+    long_tail = segment_source(src, words[:1], None, cfg, speech_ms=[(950, 5000)]).clips[0]
+    assert long_tail.end_ms == 3000 + 800 + 50
