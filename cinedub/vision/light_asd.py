@@ -190,7 +190,7 @@ class LightASD(nn.Module):
         example = torch.zeros(1, 1, 16, CROP_PX, CROP_PX)
         with torch.no_grad(), warnings.catch_warnings():
             # deprecated in favour of torch.compile, which needs a C++ toolchain at run time; still supported
-            warnings.filterwarnings("ignore", message=".*optimize_for_inference.*", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*", category=DeprecationWarning)
             traced = torch.jit.trace(self.model.visualEncoder.eval(), example)
             self._fast_visual = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return self

@@ -40,7 +40,7 @@ def damaged_run(media_dir: Path, models_dir: Path, tmp_path_factory):
     # cheaper detection and greedy ASR: decoding is under test, not faces or words
     cfg = Config.load(models_dir=models_dir, device="cpu", separation={"method": "none"}, work_dir=d / "work",
                       run_diarization=False, vision={"det_size": 320, "landmarks": False}, asr={"beam_size": 1})
-    return run_source(path, d / "out", cfg, until="faces")
+    return run_source(path, d / "out", cfg, until="shots")  # the faces stage decodes for both
 
 
 def test_stages_decode_through_corrupt_packets_and_count_them(damaged_run):

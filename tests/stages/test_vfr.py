@@ -19,15 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cinedub.config import Config
-from cinedub.pipeline import run_source
-from cinedub.stages.asr import AsrStage
-from cinedub.stages.diarization import DiarizationStage
-from cinedub.stages.faces import FacesStage
-from cinedub.stages.fuse import FuseStage
-from cinedub.stages.ingest import IngestStage
-from cinedub.stages.segment import SegmentStage
-from cinedub.stages.separation import SeparationStage
-from cinedub.stages.shots import ShotStage
+from cinedub.pipeline import PIPELINE, run_source
 from cinedub.timebase import frame_to_ms
 
 pytestmark = pytest.mark.slow
@@ -53,7 +45,8 @@ def runs(media_dir: Path, models_dir: Path, tmp_path_factory):
     # under test does not depend on them
     cfg = Config.load(models_dir=models_dir, device="cpu", separation={"method": "none"}, work_dir=d / "work",
                       run_diarization=False, vision={"det_size": 320, "landmarks": False}, asr={"beam_size": 1})
-    stages = (IngestStage, SeparationStage, AsrStage, ShotStage, DiarizationStage, FacesStage, FuseStage, SegmentStage)
+    # the declared pipeline up to the clips, without the ASD and identity cues (fusion runs without them)
+    stages = tuple(s for s in PIPELINE if s.name not in ("asd", "face_identity", "package"))
     return {k: run_source(p, d / f"out-{k}", cfg, stages=stages) for k, p in files.items()}
 
 
