@@ -407,7 +407,7 @@ from cinedub_cli.local import register as _register_ops  # noqa: E402  (serve, s
 
 _register_ops(app)
 
-from cinedub.llm.cli import register as _register_llm  # noqa: E402  (correct, review, review-serve)
+from cinedub_cli.llm import register as _register_llm  # noqa: E402  (correct, review, review-serve)
 
 _register_llm(app)
 
