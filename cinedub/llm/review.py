@@ -11,7 +11,9 @@ backslash-escaped, as CommonMark allows), so it is shown as data and can never b
 markup.
 
 A review page (:func:`page_markdown`) holds a few clips (the form's description); each clip has a link to hear it
-(served on 127.0.0.1 by :mod:`cinedub.llm.listen`) and an inline player for the UI that renders HTML audio.
+(served on 127.0.0.1 by :mod:`cinedub.llm.listen`) and an inline player for the UI that renders HTML audio. The V1
+UI squeezes a long description into a small scroll box above a long form, so each clip's section of the form also
+carries a one-paragraph summary of its changes (:func:`clip_summary`: plain text, which both UIs show as is).
 
 **Decisions.** :func:`page_decisions` turns a submitted page into :class:`ReviewDecision` s: a clip left
 ``undecided`` stays unreviewed; an ``edit`` needs text; text changed under any other decision is refused (the
@@ -30,6 +32,7 @@ from cinedub.llm.config import AutoAcceptPolicy
 from cinedub.llm.correct import ClipCorrection
 from cinedub.llm.rows import row_update
 from cinedub.text import base_language, is_cjk
+from cinedub.types import join_words
 
 Action = Literal["approve", "reject", "edit"]
 UNDECIDED = "undecided"
@@ -119,6 +122,7 @@ def side_by_side(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
     a = [str(w["text"]) for w in before]
     b = [str(w["text"]) for w in after]
     sep = "" if _cjk(language, "".join(a + b)) else " "
+    join = "".join if sep == "" else join_words
     rows: list[DiffRow] = []
     cur_a: list[str] = []
     cur_b: list[str] = []
@@ -126,14 +130,14 @@ def side_by_side(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
 
     def flush() -> None:
         if cur_a or cur_b:
-            rows.append(DiffRow(sep.join(cur_a), sep.join(cur_b), start[0]))
+            rows.append(DiffRow(join(cur_a), join(cur_b), start[0]))
         cur_a.clear()
         cur_b.clear()
         start[0] = None
 
     def add(pa: list[str], pb: list[str], t: int | None) -> None:
-        wa = display_width(sep.join(cur_a + pa))
-        wb = display_width(sep.join(cur_b + pb))
+        wa = display_width(join(cur_a + pa))
+        wb = display_width(join(cur_b + pb))
         if (cur_a or cur_b) and (wa > width or wb > width):
             flush()
         if start[0] is None:
@@ -147,8 +151,8 @@ def side_by_side(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
             for i, j in zip(range(i1, i2), range(j1, j2)):
                 add([a[i]], [b[j]], before[i].get("start_ms"))
         else:
-            pa = [OPEN + sep.join(a[i1:i2]) + CLOSE] if i2 > i1 else []
-            pb = [OPEN + sep.join(b[j1:j2]) + CLOSE] if j2 > j1 else []
+            pa = [OPEN + join(a[i1:i2]) + CLOSE] if i2 > i1 else []
+            pb = [OPEN + join(b[j1:j2]) + CLOSE] if j2 > j1 else []
             t = before[i1].get("start_ms") if i2 > i1 else (after[j1].get("start_ms") if j2 > j1 else None)
             add(pa, pb, t)
     flush()
@@ -195,6 +199,48 @@ def clip_table(row: dict[str, Any], corr: ClipCorrection) -> list[str]:
         clue_after += " (flagged: not applied)"
     lines.append(f"| clue: {md_text(row.get('clue') or '—')} | clue: {clue_after} |")
     return lines
+
+
+_FULL_WIDTH = {c: chr(ord(c) + 0xFEE0) for c in "\\`*_[]<>|~#!"}
+
+
+def plain_text(text: Any) -> str:
+    """``text`` for a place one UI renders as Markdown and the other as plain text (a form field's description):
+    the ASCII characters that start Markdown or HTML constructs are replaced by their full-width forms (``[`` ->
+    ``［``), so nothing becomes a link, markup or a tag and no escape backslash shows; line breaks become spaces."""
+    return "".join(_FULL_WIDTH.get(c, " " if c in "\r\n\t" else c) for c in str("" if text is None else text))
+
+
+def clip_summary(row: dict[str, Any], corr: ClipCorrection, context: int = 3, limit: int = 700,
+                 listen_url: str | None = None) -> str:
+    """One plain-text paragraph of what a correction changes: each changed stretch with ``context`` words around
+    it, before -> after, with its time; speaker changes; the attributes (cut at ``limit`` characters); then the
+    address to hear the clip (the V1 UI makes it a link)."""
+    lang = row.get("language")
+    a = [str(w["text"]) for w in row.get("words") or []]
+    b = [str(w["text"]) for w in corr.words or []]
+    sep = "" if _cjk(lang, "".join(a + b)) else " "
+    join = "".join if sep == "" else join_words
+    ctx = context * (3 if sep == "" else 1)
+    parts: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        left, right = join(a[max(0, i1 - ctx):i1]), join(a[i2:i2 + ctx])
+        before = sep.join(x for x in (left, OPEN + join(a[i1:i2]) + CLOSE, right) if x)
+        after = sep.join(x for x in (left, OPEN + join(b[j1:j2]) + CLOSE, right) if x)
+        t = (row.get("words") or [])[i1]["start_ms"] if i1 < len(a) else row.get("end_ms")
+        parts.append(f"{fmt_ms(t)} “{before}” → “{after}”")
+    if not parts:
+        parts.append("text unchanged")
+    for text, old, new, s_, e_ in _speaker_runs(corr):
+        parts.append(f"{fmt_ms(s_)}–{fmt_ms(e_)} speaker {short_speaker(old)} → {short_speaker(new)}: “{text}”")
+    parts.append(f"emotion {corr.emotion} ({corr.emotion_confidence or 0:.2f}), scene {corr.scene_type}")
+    if corr.clue_proposed and corr.clue is None:
+        parts.append(f"clue flagged, not applied: “{corr.clue_proposed}”")
+    out = "Changes: " + " · ".join(parts)
+    out = plain_text(out if len(out) <= limit else out[:limit - 1] + "…")
+    return out + (f" · listen: {listen_url}" if listen_url else "")
 
 
 def _why(corr: ClipCorrection, auto: tuple[bool, str] | None) -> str:

@@ -255,3 +255,47 @@ def test_review_decisions_on_a_real_clip(rows):
         decide("edit", "  ")
     with pytest.raises(ValueError, match="not up for review"):
         review_updates(rows_, corrs, auto_accepted=[], reviewer="Ada", decisions=[ReviewDecision("nope", "approve")])
+
+
+def test_page_decisions_refuse_what_cannot_apply():
+    """A submitted review page: undecided clips stay unreviewed, 'edit' needs text, and a text changed under any
+    other decision is refused (the reviewer meant 'edit'), each with a one-line reason naming the clip."""
+    from cinedub.llm.review import page_decisions
+
+    def corr(cid, text):
+        return ClipCorrection(clip_id=cid, status="ok", model="m", prompt_id="p", cache_key="k", text_before=text,
+                              text=text)
+
+    a, b, c, d = corr("a", "one two"), corr("b", "三四"), corr("c", "five six"), corr("d", "seven")
+    decisions, errors = page_decisions([(a, "approve", "one  two", ""), (b, "undecided", "三四", ""),
+                                        (c, "edit", "five, six!", " why "), (d, "reject", "seven", "")])
+    assert errors == [] and [(x.clip_id, x.action, x.edited_text, x.note) for x in decisions] == [
+        ("a", "approve", "", ""), ("c", "edit", "five, six!", "why"), ("d", "reject", "", "")]
+    decisions, errors = page_decisions([(a, "approve", "one three", ""), (b, "undecided", "三五", ""),
+                                        (c, "edit", "  ", "")])
+    assert decisions == [] and [e.split(":")[0] for e in errors] == ["clip 1", "clip 2", "clip 3"]
+    assert "choose 'edit'" in errors[0] and "needs the text" in errors[2]
+
+
+def test_review_table_rows_escape_and_width(rows):
+    """The before/after rows of the review page on real clips: every row at most ROW_WIDTH display columns (CJK
+    count 2), changed words marked on both sides, the words in order; model text escaped so it can never become a
+    link, an image, HTML or markup."""
+    from cinedub.llm.review import OPEN, ROW_WIDTH, display_width, md_text, plain_text, side_by_side
+
+    for lang in ("en", "zh"):
+        row = richest(rows, lang, min_words=6)
+        after = [dict(w) for w in row["words"]]
+        k = max(range(len(after)), key=lambda j: (len(after[j]["text"]), -j))
+        after[k]["text"] = altered(after[k]["text"]) if lang == "en" else other_char(after[k]["text"][0]) + after[k]["text"][1:]
+        out = side_by_side(row["words"], after, lang)
+        assert all(display_width(r.before) <= ROW_WIDTH + 20 and display_width(r.after) <= ROW_WIDTH + 20 for r in out)
+        assert sum(r.before.count(OPEN) for r in out) == 1 and sum(r.after.count(OPEN) for r in out) == 1
+        assert [r.start_ms for r in out] == sorted(r.start_ms for r in out)
+        sep = "" if lang == "zh" else " "
+        joined = sep.join(r.before for r in out).replace(OPEN, "").replace("›", "")
+        assert joined.replace(" ", "") == "".join(w["text"] for w in row["words"]).replace(" ", "")
+    evil = "[click](http://evil.example) ![x](http://t/p.png) <img src=x onerror=alert(1)> **bold** | cell"
+    escaped = md_text(evil)
+    assert all(escaped[i - 1] == "\\" for i, c in enumerate(escaped) if c in "[]()<>*|!")  # each one escaped
+    assert plain_text(evil).count("[") == 0 and "<" not in plain_text(evil) and "\\" not in plain_text(evil)
