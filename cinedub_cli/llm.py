@@ -13,7 +13,6 @@ Without a reachable server the two last commands stop with one line saying how t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -67,10 +66,8 @@ def register(app: Any) -> None:
                                                                 "(default 4210 or CINEDUB_LISTEN_PORT).")] = None,
     ) -> None:
         """Serve the review flow and the clip server (blocks; suspended review runs resume here)."""
-        from flows.local import require_server
+        from flows.review import serve_review  # finds the server like `submit`, never Prefect's throwaway one
 
-        os.environ["PREFECT_API_URL"] = require_server()  # never Prefect's throwaway ephemeral server
-        from flows.review import serve_review
 
         serve_review(name, listen_port=listen_port)
 

@@ -306,17 +306,26 @@ def _usage(corrs: dict[str, ClipCorrection], cfg: LlmConfig, client: LlmClient) 
 
 def serve_review(name: str = "review", limit: int | None = None, listen_port: int | None = None) -> None:
     """Serve the review flow as a deployment ``cinedub-review/<name>`` in this process, with the clip server on
-    127.0.0.1 (blocks). Needs a real Prefect server in ``PREFECT_API_URL``: suspended runs are resumed here.
+    127.0.0.1 (blocks). Suspended runs are resumed here, so it runs on a real Prefect server (``PREFECT_API_URL``,
+    else the local one ``cinedub serve`` starts), never on Prefect's throwaway ephemeral one.
 
     Args:
         listen_port: port of the clip server (default :func:`cinedub.llm.listen.listen_base_url`'s); a port in use
             is taken to be another clip server and left alone.
+
+    Raises:
+        ServiceUnavailableError: no Prefect server answers (the message says how to start one).
     """
     import os
 
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from cinedub.llm.listen import DEFAULT_LISTEN_PORT, ListenServer
+    from flows.local import require_server
+
+    api = require_server()
+    os.environ["PREFECT_API_URL"] = api  # the flow-run processes the runner starts
 
     port = listen_port or int(os.environ.get("CINEDUB_LISTEN_PORT", DEFAULT_LISTEN_PORT))
     try:
@@ -327,7 +336,8 @@ def serve_review(name: str = "review", limit: int | None = None, listen_port: in
         listener = None
         print(f"cinedub review-serve: port {port} in use: using the clip server there", flush=True)
     try:
-        serve(review_flow.to_deployment(name=name), limit=limit)
+        with temporary_settings(updates={PREFECT_API_URL: api}):  # settings are read at import, not from the env
+            serve(review_flow.to_deployment(name=name), limit=limit)
     finally:
         if listener is not None:
             listener.stop()
