@@ -50,7 +50,6 @@ from cinedub.llm.correct import ClipContext, ClipCorrection, correct_clip
 from cinedub.llm.listen import is_listening, listen_base_url, listen_url
 from cinedub.llm.review import (
     UNDECIDED,
-    ReviewDecision,
     auto_accept,
     automatic_updates,
     clip_diff_markdown,

@@ -9,7 +9,6 @@ own words, so the test holds whatever Whisper heard on this machine."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
