@@ -65,13 +65,13 @@ def main() -> None:
     except (CineDubError, OSError, ValueError, ValidationError) as e:
         if STATE["verbose"]:
             console.print_exception()
-        console.print(f"[red]cinedub: {one_line(e)}[/red]", highlight=False)
+        console.print(f"[red]cinedub: {one_line(e)}[/red]", highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback with -v
         if STATE["verbose"]:
             console.print_exception()
         console.print(f"[red]cinedub: {type(e).__name__}: {one_line(e)} (run with -v for the traceback)[/red]",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -439,7 +439,7 @@ from cinedub_cli.local import register as _register_ops  # noqa: E402  (serve, s
 
 _register_ops(app)
 
-from cinedub.llm.cli import register as _register_llm  # noqa: E402  (correct, review, review-serve)
+from cinedub_cli.llm import register as _register_llm  # noqa: E402  (correct, review, review-serve)
 
 _register_llm(app)
 

@@ -84,13 +84,16 @@ def serve_local(
     deployments = setup_server(settings, {host_name(): _gpu_count()}, llm_inflight=llm_inflight)
     worker = Worker(api, home, LOCAL_POOL, f"{host_name()}-local-{os.getpid()}", worker_limit,
                     env={"PREFECT_WORKER_QUERY_SECONDS": "2"}).start()
+    listener = _start_listener()
     ui = f"http://127.0.0.1:{port}"
-    info = {"ui": ui, "api": api, "deployments": deployments, "server": server, "worker": worker, "home": str(home)}
+    info = {"ui": ui, "api": api, "deployments": deployments, "server": server, "worker": worker, "home": str(home),
+            "listener": listener}
     print(
         f"\nCineDub is running.\n  Open the UI:  {ui}\n  API:          {api}\n  Worker:       {worker.name} "
         f"(pool {LOCAL_POOL}, {worker_limit} runs at once; log {worker.log_path})\n"
         f"  Submit:       PREFECT_API_URL={api} cinedub submit VIDEO... --out DIR\n"
-        f"  Ledger:       cinedub ledger DIR\nCtrl-C stops it.\n",
+        f"  Ledger:       cinedub ledger DIR\n  Review:       cinedub review DIR   (clips to hear on "
+        f"{listener.url if listener else 'the clip server already running'})\nCtrl-C stops it.\n",
         flush=True,
     )
     if ready is not None:
@@ -116,26 +119,35 @@ def serve_local(
         pass
     finally:
         worker.stop()
+        if listener is not None:
+            listener.stop()
         if server is not None:
             server.stop()
     return info
+
+
+def _start_listener() -> Any:
+    """The clip server of the review pages (:mod:`cinedub.llm.listen`) on its port, or None when the port is taken
+    (another ``serve`` or ``review-serve`` already serves clips there)."""
+    from cinedub.llm.listen import DEFAULT_LISTEN_PORT, ListenServer
+
+    try:
+        return ListenServer(int(os.environ.get("CINEDUB_LISTEN_PORT", DEFAULT_LISTEN_PORT))).start()
+    except OSError:
+        return None
 
 
 def _api() -> str:
     return os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{DEFAULT_PORT}/api"
 
 
-def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, retry_failed: bool = False,
-           deployment: str = "cinedub-ingest/scheduled") -> str:
-    """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id.
+def require_server() -> str:
+    """The API URL of a healthy Prefect server: ``PREFECT_API_URL``, else the local one ``cinedub serve`` starts.
 
     Raises:
-        ServiceUnavailableError: no Prefect server answers at ``PREFECT_API_URL`` (or the local default); the message
-            says how to start one.
+        ServiceUnavailableError: none answers; the one-line message says how to start one.
     """
     import httpx
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from cinedub.errors import ServiceUnavailableError
 
@@ -146,7 +158,21 @@ def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, re
     if not healthy:
         raise ServiceUnavailableError(
             f"no Prefect server at {_api()}: start one with `cinedub serve` (or set PREFECT_API_URL to yours)")
+    return _api()
 
+
+def submit(inputs: list[str], out: str, config: dict[str, Any] | None = None, retry_failed: bool = False,
+           deployment: str = "cinedub-ingest/scheduled") -> str:
+    """Start one run of the ingest deployment on ``inputs`` (files, folders, URLs); returns its flow-run id.
+
+    Raises:
+        ServiceUnavailableError: no Prefect server answers at ``PREFECT_API_URL`` (or the local default); the message
+            says how to start one.
+    """
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    require_server()
     spec = {"out_dir": str(Path(out).resolve()) if "://" not in out else out,
             "sources": [str(Path(i).resolve()) if "://" not in i else i for i in inputs],
             "config": config or {}, "retry_failed": retry_failed}

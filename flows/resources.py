@@ -11,8 +11,10 @@ packaging) run in parallel. Two layers do it:
    A worker can then take ``--limit 2`` (or more) runs: while one run holds the GPU, the others do CPU stages.
    With ``--limit 1`` the worker alone already gives one run per GPU.
 
-The LLM correction stage holds ``llm-inflight`` (:func:`llm_slot`) around each request, so however many workers run,
-the OpenAI-compatible endpoint never sees more than that many requests at once.
+The LLM correction stage holds ``llm-inflight`` around each request (:class:`PrefectLimits`, injected into the
+Prefect-free client of :mod:`cinedub.llm`, or :func:`llm_slot`), so however many workers run, the OpenAI-compatible
+endpoint never sees more than that many requests at once. :func:`prefect_secret` reads the client's API key from a
+Prefect ``Secret`` block when the configuration names one.
 
 Retries: :func:`is_transient` is a Prefect ``retry_condition_fn``; only network hiccups, HTTP 408/429/5xx,
 timeouts and CUDA out-of-memory (another process on the GPU) are retried, with exponential backoff and jitter.
@@ -153,6 +155,53 @@ def llm_slot(timeout_s: float | None = None) -> Iterator[None]:
 
     with concurrency(LLM_LIMIT, occupy=1, timeout_seconds=timeout_s, strict=False):
         yield
+
+
+class PrefectLimits:
+    """:class:`cinedub.llm.limits.SharedLimits` backed by Prefect global concurrency limits (the flows inject it into
+    the LLM client; the core never imports Prefect).
+
+    ``hold`` is ``prefect.concurrency.sync.concurrency`` (a leased slot, freed after ``lease_duration_s`` if the
+    holder dies), ``rate`` is ``prefect.concurrency.sync.rate_limit`` (needs a limit with slot decay). Both are
+    strict: a limit missing on the server raises, and the client falls back to its in-process limits. Outside a
+    Prefect flow or task run both raise too (there is no server to share limits through).
+    """
+
+    @staticmethod
+    def _check_run() -> None:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if FlowRunContext.get() is None and TaskRunContext.get() is None:
+            raise RuntimeError("not inside a Prefect run")
+
+    def rate(self, name: str) -> None:
+        from prefect.concurrency.sync import rate_limit
+
+        self._check_run()
+        rate_limit(name, occupy=1, strict=True)
+
+    @contextmanager
+    def hold(self, name: str, lease_duration_s: float) -> Iterator[None]:
+        from prefect.concurrency.sync import concurrency
+
+        self._check_run()
+        with concurrency(name, occupy=1, strict=True, lease_duration=lease_duration_s):
+            yield
+
+
+PREFECT_LIMITS = PrefectLimits()
+
+
+def prefect_secret(name: str) -> str:
+    """The value of the Prefect ``Secret`` block ``name`` (for :class:`cinedub.llm.client.LlmClient`'s
+    ``secret_loader``).
+
+    Raises:
+        ValueError: the block cannot be loaded (the message names the block, never a value).
+    """
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name).get())
 
 
 def ensure_limits(gpus_by_host: dict[str, int] | None = None, llm_inflight: int = 4,

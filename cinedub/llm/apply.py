@@ -79,6 +79,11 @@ def _unit_key(text: str) -> str:
     return key or norm
 
 
+def same_word(a: str, b: str) -> bool:
+    """True when two words are the same up to case, Unicode width and punctuation ("Dreams," and "dreams")."""
+    return _unit_key(a) == _unit_key(b)
+
+
 def _tokens(utterances: Sequence[tuple[str | None, str]]) -> list[_Token]:
     """Split utterances into provisional tokens: whitespace words, and one token per CJK character (punctuation and
     Latin letters inside a CJK run stick to the character before them)."""
@@ -270,6 +275,34 @@ def realign_words(
         if src and speaker != old:
             relabels.append(Relabel(len(words) - 1, t.text, a, b, old, speaker))
     return Realigned(words, sources, relabels)
+
+
+def realign_edit(asr_words: Sequence[Word], corrected: Sequence[Word], text: str) -> Realigned:
+    """A reviewer's free text timed from the ASR words, with the speakers of the correction.
+
+    The text is aligned onto ``asr_words`` exactly like a model's correction (:func:`realign_words`), so every word
+    the reviewer left as the ASR heard it keeps that word's times and probability, and a split, merged, inserted or
+    deleted word is timed inside the span of the ASR words it came from. Each word then takes the speaker of the
+    corrected word (``corrected``, the model's words: they carry its speaker relabels) that overlaps it most in time,
+    or its ASR words' majority speaker when none overlaps. Relabels are counted against the ASR speakers.
+    """
+    base = realign_words(asr_words, [(None, text)])
+    if not corrected:
+        return base
+    words: list[Word] = []
+    relabels: list[Relabel] = []
+    for i, (w, src) in enumerate(zip(base.words, base.sources)):
+        best, overlap = None, -1
+        for c in corrected:
+            o = min(w.end_ms, c.end_ms) - max(w.start_ms, c.start_ms)
+            if o > overlap or (o == overlap and best is not None and abs(c.start_ms - w.start_ms) < abs(best.start_ms - w.start_ms)):
+                best, overlap = c, o
+        speaker = best.speaker_id if best is not None and overlap >= 0 and best.speaker_id else w.speaker_id
+        words.append(replace(w, speaker_id=speaker))
+        old = Counter(asr_words[k].speaker_id for k in src).most_common(1)[0][0] if src else None
+        if src and speaker != old:
+            relabels.append(Relabel(i, w.text, w.start_ms, w.end_ms, old, speaker))
+    return Realigned(words, base.sources, relabels)
 
 
 def _mid(w: Word) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,10 +24,13 @@ from cinedub.llm.apply import apply_speakers_to_turns, realign_words
 from cinedub.llm.cache import cache_key
 from cinedub.llm.client import LlmClient, LlmError
 from cinedub.llm.config import LlmConfig
-from cinedub.llm.guards import run_guards, text_similarity
+from cinedub.llm.guards import REVIEW_CHECKS, edit_scope_check, run_guards, text_similarity
 from cinedub.llm.prompts import data_block_json, load_prompt
-from cinedub.llm.schema import MAX_CLUE_CHARS, MAX_TIMBRE_WORDS, UNKNOWN_SPEAKER
+from cinedub.llm.redact import redact
+from cinedub.llm.schema import MAX_REASONING_CHARS, MAX_TIMBRE_WORDS, TIMBRES, UNKNOWN_SPEAKER
 from cinedub.types import Turn, Word, join_words
+
+log = logging.getLogger("cinedub.llm")
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,19 @@ class ClipCorrection:
     """The outcome for one clip: guard verdicts and, when they passed, the corrected values to write.
 
     Attributes:
-        status: "ok" (all guards passed), "guard_failed" (ASR result kept) or "error" (no answer; asked again next run).
-        guards: ``{"name", "ok", "detail"}`` per guard; error: the transport error when status is "error".
+        status: "ok" (every blocking guard passed), "guard_failed" (ASR result kept) or "error" (no usable answer:
+            the request failed, or the clip could not be processed; asked again next run).
+        guards: ``{"name", "ok", "detail"}`` per guard; a failed review check (``free_text``, ``edit_scope``) leaves
+            the status "ok" but rules out auto-accept (:attr:`review_reasons`).
+        error: the error class when status is "error" (e.g. "LLM request failed: timeout (HTTP ...) after 2
+            attempt(s)"); never text from a response.
         similarity / edit_ratio: corrected-vs-ASR similarity and 1 - similarity (after application).
         speaker_relabels: words whose speaker changed; relabels: ``{"text", "start_ms", "end_ms", "old", "new"}``.
         confidence / reasoning: the model's own confidence and step-by-step analysis.
         text_before / text / words / turns: the clip before and after (words and turns as schema dicts).
-        speakers / emotion / emotion_confidence / clue / scene_type: attributes in schema form.
+        speakers / emotion / emotion_confidence / clue / scene_type: attributes in schema form (speakers: only those
+            who speak in the clip after correction; timbre words from the vocabulary; a clue that failed the
+            ``free_text`` check is None and kept in ``clue_proposed`` for the reviewer).
         model / prompt_id / cache_key / prompt_tokens / completion_tokens / cached: provenance and cost.
     """
 
@@ -79,6 +89,7 @@ class ClipCorrection:
     emotion: str | None = None
     emotion_confidence: float | None = None
     clue: str | None = None
+    clue_proposed: str | None = None
     scene_type: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -92,6 +103,11 @@ class ClipCorrection:
     def reasons(self) -> list[str]:
         out = [f"{g['name']}: {g['detail']}" for g in self.guards if not g["ok"]]
         return out + ([self.error] if self.error else [])
+
+    @property
+    def review_reasons(self) -> list[str]:
+        """Failed review checks: why a clip whose blocking guards passed still needs a human."""
+        return [f"{g['name']}: {g['detail']}" for g in self.guards if not g["ok"] and g["name"] in REVIEW_CHECKS]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,10 +217,11 @@ def build_request(row: dict[str, Any], context: ClipContext, cfg: LlmConfig) -> 
 
 
 def correct_clip(row: dict[str, Any], context: ClipContext, client: LlmClient) -> ClipCorrection:
-    """Ask for (or reuse) the correction of one clip, guard it and, if every guard passes, apply it.
+    """Ask for (or reuse) the correction of one clip, guard it and, if every blocking guard passes, apply it.
 
-    Never raises for a bad or missing answer: the outcome says what happened (``status`` and ``guards`` /
-    ``error``); the row itself is not modified.
+    Never raises for a bad or missing answer, nor for a failure while guarding or applying it: the outcome says
+    what happened (``status`` and ``guards`` / ``error``); the row itself is not modified. Only a configuration
+    error (no prompt template) raises, from :func:`build_request`.
     """
     cfg = client.cfg
     req = build_request(row, context, cfg)
@@ -215,43 +232,63 @@ def correct_clip(row: dict[str, Any], context: ClipContext, client: LlmClient) -
         reply = client.complete(req.messages, key=key, meta={"clip_id": row["clip_id"], "prompt_id": req.prompt_id})
     except LlmError as e:
         return ClipCorrection(status="error", error=str(e), **base)
-    base.update(model=reply.model, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cached=reply.cached)
+    base.update(model=redact(reply.model)[:100], prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens, cached=reply.cached)
+    try:
+        return _guard_and_apply(row, req, reply.content, reply.finish_reason, cfg, base)
+    except Exception as e:  # noqa: BLE001 - one clip's failure is recorded; the batch goes on
+        log.warning("clip %s: correction could not be applied (%s)", row["clip_id"], type(e).__name__, exc_info=True)
+        return ClipCorrection(status="error", error=f"correction could not be applied ({type(e).__name__})", **base)
+
+
+def _guard_and_apply(row: dict[str, Any], req: ClipRequest, content: str, finish_reason: str | None, cfg: LlmConfig,
+                     base: dict[str, Any]) -> ClipCorrection:
+    text_before = base["text_before"]
     language = row.get("language")
     report = run_guards(
-        reply.content,
+        content,
         asr_text=text_before,
         language=language,
         allowed_speakers=list(req.aliases),
         threshold=cfg.threshold_for(language),
-        finish_reason=reply.finish_reason,
+        finish_reason=finish_reason,
     )
     guards = [c.to_dict() for c in report.checks]
     answer = report.answer
+    reasoning = answer.reasoning[:MAX_REASONING_CHARS] if answer else ""
     if not report.passed or answer is None:
-        return ClipCorrection(
-            status="guard_failed", guards=guards, similarity=report.similarity,
-            reasoning=answer.reasoning if answer else "", **base,
-        )
+        return ClipCorrection(status="guard_failed", guards=guards, similarity=report.similarity, reasoning=reasoning,
+                              **base)
     asr_words = [Word.from_dict(w) for w in row.get("words") or []]
     real = req.aliases
     utterances = [(real[u.speaker], u.text) for u in answer.utterances if u.text.strip()]
     realigned = realign_words(asr_words, utterances)
+    guards.append(edit_scope_check(asr_words, realigned.words, realigned.sources, cfg.unsure_word_p).to_dict())
     turns = apply_speakers_to_turns([Turn.from_dict(t) for t in row.get("turns") or []], realigned.words)
     text = join_words([w.text for w in realigned.words])
     face_tracks: dict[str | None, list[str]] = {}
     for t in turns:
         if t.face_track_id and t.face_track_id not in face_tracks.setdefault(t.speaker_id, []):
             face_tracks[t.speaker_id].append(t.face_track_id)
-    speakers = [
-        {
-            "speaker_id": real[s.speaker],
-            "gender": s.gender,
-            "age_group": s.age_group,
-            "timbre": [x.strip() for x in s.timbre if x.strip()][:MAX_TIMBRE_WORDS],
-            "face_track_ids": face_tracks.get(real[s.speaker], []),
-        }
-        for s in answer.speakers
-    ]
+    # attributes only for speakers of the clip: those who say a word of it after correction
+    in_clip = {w.speaker_id for w in realigned.words if w.speaker_id}
+    rejected = report.rejected_timbre or {}
+    vocabulary = set(TIMBRES)
+    speakers = []
+    for s in answer.speakers:
+        sid = real[s.speaker]
+        if sid not in in_clip:
+            continue
+        timbre = [w.strip().lower() for w in s.timbre if w.strip()]
+        timbre = [w for w in timbre if w in vocabulary and w not in rejected.get(s.speaker, [])][:MAX_TIMBRE_WORDS]
+        speakers.append({"speaker_id": sid, "gender": s.gender, "age_group": s.age_group, "timbre": timbre,
+                         "face_track_ids": face_tracks.get(sid, [])})
+    dropped = sorted({real[s.speaker] or UNKNOWN_SPEAKER for s in answer.speakers} - in_clip - {None})
+    if dropped:
+        for g in guards:
+            if g["name"] == "speakers":
+                g["detail"] = f"attributes of {len(dropped)} speaker(s) not in the clip not applied"
+    clue = answer.clue.strip() or None
     sim = text_similarity(text_before, text, language)
     return ClipCorrection(
         status="ok",
@@ -264,14 +301,15 @@ def correct_clip(row: dict[str, Any], context: ClipContext, client: LlmClient) -
             for r in realigned.relabels
         ],
         confidence=answer.confidence,
-        reasoning=answer.reasoning,
+        reasoning=reasoning,
         text=text,
         words=[w.to_dict() for w in realigned.words],
         turns=[t.to_dict() for t in turns],
         speakers=speakers,
         emotion=answer.emotion,
         emotion_confidence=answer.emotion_confidence,
-        clue=answer.clue.strip()[:MAX_CLUE_CHARS] or None,
+        clue=None if report.clue_rejected else clue,
+        clue_proposed=clue,
         scene_type=answer.scene_type,
         **base,
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from cinedub.llm.schema import AGE_GROUPS, EMOTIONS, GENDERS, SCENE_TYPES
+from cinedub.llm.schema import AGE_GROUPS, EMOTIONS, GENDERS, MAX_CLUE_CHARS, SCENE_TYPES, TIMBRES
 from cinedub.text import base_language
 
 FALLBACK_LANGUAGE = "en"
@@ -67,6 +67,8 @@ class PromptTemplate:
             "genders": ", ".join(GENDERS),
             "age_groups": ", ".join(AGE_GROUPS),
             "scene_types": ", ".join(SCENE_TYPES),
+            "timbres": ", ".join(TIMBRES),
+            "max_clue_chars": str(MAX_CLUE_CHARS),
             "language": language,
         }
         system = Template(self.system).substitute(labels)

@@ -5,12 +5,15 @@ the full rows of the parent version. Decisions (``provenance.review_status`` aft
 
 - ``auto_accepted`` / ``approved``: the guarded correction is applied (text, words, turns, speakers, emotion,
   emotion_confidence, clue, scene_type).
-- ``edited``: the reviewer's text replaces the corrected text, aligned to the corrected words (timing from the ASR
-  words, speakers from the model's correction); attributes as corrected.
+- ``edited``: the reviewer's text replaces the corrected text, aligned onto the ASR words (timing from the ASR
+  words, speakers from the model's correction, :func:`cinedub.llm.apply.realign_edit`); attributes as corrected.
 - ``rejected``: nothing of the correction is applied: the clip keeps its ASR text, words, turns and attributes.
 - ``guard_failed``: a guard refused the answer: the ASR result is kept and ``correction.guards`` says why.
 - ``error`` (no answer, e.g. retries exhausted): only ``correction`` is written; ``review_status`` is unchanged, so
   the next review run asks again.
+
+Every string of an update (text, reasoning, guard details, error) passes :func:`cinedub.llm.redact.redact_obj`
+before it can reach a shard.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from cinedub.llm.apply import apply_speakers_to_turns, realign_words
+from cinedub.llm.apply import apply_speakers_to_turns, realign_edit
 from cinedub.llm.columns import CORRECTION, CORRECTION_DESCRIPTION
 from cinedub.llm.correct import ClipCorrection
+from cinedub.llm.redact import redact_obj
 from cinedub.types import Turn, Word, join_words
 
 DECISIONS = ("auto_accepted", "approved", "edited", "rejected", "guard_failed", "error")
@@ -38,11 +42,15 @@ def correction_record(
     flow_run_id: str | None = None,
     reviewed_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The ``correction`` struct value (Arrow type :data:`cinedub.llm.columns.CORRECTION`)."""
+    """The ``correction`` struct value (Arrow type :data:`cinedub.llm.columns.CORRECTION`), redacted.
+
+    Raises:
+        ValueError: ``decision`` is not one of :data:`DECISIONS`.
+    """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
     human = decision in ("approved", "edited", "rejected")
-    return {
+    return redact_obj({
         "status": corr.status,
         "decision": decision,
         "model": corr.model,
@@ -63,7 +71,7 @@ def correction_record(
         "flow_run_id": flow_run_id,
         "prompt_tokens": corr.prompt_tokens,
         "completion_tokens": corr.completion_tokens,
-    }
+    })
 
 
 def _provenance(row: dict[str, Any], corr: ClipCorrection, status: str | None) -> dict[str, Any]:
@@ -77,10 +85,11 @@ def _provenance(row: dict[str, Any], corr: ClipCorrection, status: str | None) -
 
 
 def edited_words(corr: ClipCorrection, row: dict[str, Any], edited_text: str) -> tuple[list[Word], list[Turn]]:
-    """A reviewer's text aligned onto the corrected words (falling back to the ASR words when the correction has
-    none); speakers follow the words each edited token came from. Returns words and turns."""
-    base = [Word.from_dict(w) for w in (corr.words or row.get("words") or [])]
-    words = realign_words(base, [(None, edited_text)]).words
+    """A reviewer's text aligned onto the clip's ASR words (word timing kept), each word with the speaker of the
+    model's corrected word it overlaps (:func:`cinedub.llm.apply.realign_edit`). Returns words and turns."""
+    asr = [Word.from_dict(w) for w in row.get("words") or []]
+    corrected = [Word.from_dict(w) for w in corr.words or []]
+    words = realign_edit(asr, corrected, edited_text).words
     turns = apply_speakers_to_turns([Turn.from_dict(t) for t in row.get("turns") or []], words)
     return words, turns
 
@@ -102,9 +111,9 @@ def row_update(
     """
     record = correction_record(corr, decision, reviewer=reviewer, note=note, flow_run_id=flow_run_id)
     if decision == "error":
-        return {"correction": record, "provenance": _provenance(row, corr, None)}
+        return redact_obj({"correction": record, "provenance": _provenance(row, corr, None)})
     if decision in ("rejected", "guard_failed"):
-        return {"correction": record, "provenance": _provenance(row, corr, decision)}
+        return redact_obj({"correction": record, "provenance": _provenance(row, corr, decision)})
     if not corr.ok:
         raise ValueError(f"clip {corr.clip_id}: cannot {decision} a correction with status {corr.status}")
     update: dict[str, Any] = {
@@ -124,4 +133,4 @@ def row_update(
                       turns=[t.to_dict() for t in turns])
     else:
         update.update(text=corr.text, words=corr.words, turns=corr.turns)
-    return update
+    return redact_obj(update)

@@ -23,15 +23,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 # Bump when the answer's fields or label sets change (part of the cache key).
-ANSWER_SCHEMA_VERSION = "1"
+ANSWER_SCHEMA_VERSION = "2"
 
 # Ekman's six basic emotions plus neutral, the label set of most speech-emotion corpora (e.g. MELD, CREMA-D).
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful", "surprised", "disgusted")
 GENDERS: tuple[str, ...] = ("male", "female", "unknown")
 AGE_GROUPS: tuple[str, ...] = ("child", "teenager", "young_adult", "middle_aged", "elderly", "unknown")
 SCENE_TYPES: tuple[str, ...] = ("monologue", "narration", "dialogue", "multi-speaker")
+# Closed vocabulary of timbre words: common voice-quality descriptors (Laver, 1980, "The Phonetic Description of
+# Voice Quality", and the style words of text-described TTS corpora such as PromptTTS and TextrolSpeech), kept small
+# so that a free-text field cannot carry instructions. Chinese prompts use the same English words.
+TIMBRES: tuple[str, ...] = (
+    "bright", "dark", "warm", "cold", "deep", "high", "low", "thin", "full", "rich", "husky", "hoarse", "raspy",
+    "gravelly", "breathy", "airy", "nasal", "smooth", "rough", "soft", "loud", "clear", "muffled", "resonant",
+    "shrill", "sharp", "mellow", "crisp", "gentle", "harsh", "tense", "relaxed", "shaky", "steady", "whispery",
+    "booming", "sweet", "magnetic", "youthful", "mature",
+)
 MAX_TIMBRE_WORDS = 4
-MAX_CLUE_CHARS = 400
+# A clue is "one or two sentences on tone and delivery": 200 characters hold two sentences in English or Chinese.
+MAX_CLUE_CHARS = 200
+# The model's reasoning is stored as data (never applied, never rendered as markup); longer text is cut.
+MAX_REASONING_CHARS = 4000
 # The speaker alias the prompt uses for words no diarization labelled.
 UNKNOWN_SPEAKER = "UNKNOWN"
 
@@ -63,8 +75,9 @@ class RawAnswer(BaseModel):
         reasoning: the model's step-by-step analysis (kept in the correction provenance, never applied).
         utterances: the whole corrected transcript of the clip in order, split where the speaker changes.
         emotion / emotion_confidence: clip emotion (closed set :data:`EMOTIONS`) and its confidence in [0, 1].
-        speakers: gender (:data:`GENDERS`), age group (:data:`AGE_GROUPS`) and up to 4 timbre words per speaker.
-        clue: one or two sentences on tone and delivery.
+        speakers: gender (:data:`GENDERS`), age group (:data:`AGE_GROUPS`) and up to 4 timbre words per speaker
+            (:data:`TIMBRES`).
+        clue: one or two sentences on tone and delivery (at most :data:`MAX_CLUE_CHARS` characters).
         scene_type: one of :data:`SCENE_TYPES`.
         confidence: the model's confidence in [0, 1] that text and speakers are now right (auto-accept policy).
     """
@@ -113,11 +126,11 @@ def answer_json_schema() -> dict[str, Any]:
                         "speaker": {"type": "string"},
                         "gender": {"type": "string", "enum": list(GENDERS)},
                         "age_group": {"type": "string", "enum": list(AGE_GROUPS)},
-                        "timbre": {"type": "array", "items": {"type": "string"}},
+                        "timbre": {"type": "array", "items": {"type": "string", "enum": list(TIMBRES)}},
                     }
                 ),
             },
-            "clue": {"type": "string"},
+            "clue": {"type": "string", "description": f"at most {MAX_CLUE_CHARS} characters"},
             "scene_type": {"type": "string", "enum": list(SCENE_TYPES)},
             "confidence": {"type": "number"},
         }

@@ -91,14 +91,18 @@ def read_rows(
     version: int | str | None = "latest",
     source_ids: list[str] | None = None,
     columns: list[str] | None = None,
+    clip_ids: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of a version as dicts (media stays encoded), optionally only some sources and columns."""
+    """Rows of a version as dicts (media stays encoded), optionally only some sources, clips and columns."""
     manifest = resolve_manifest(out_dir, version)
     files = manifest_files(out_dir, manifest)
     if not files:
         return []
     dataset = ds.dataset(files, format="parquet")
     flt = ds.field("source_id").isin(source_ids) if source_ids else None
+    if clip_ids:
+        by_clip = ds.field("clip_id").isin(clip_ids)
+        flt = by_clip if flt is None else flt & by_clip
     cols = [c for c in columns if c in dataset.schema.names] if columns else None
     return dataset.to_table(columns=cols, filter=flt).to_pylist()
 

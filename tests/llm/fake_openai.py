@@ -2,8 +2,11 @@
 
 Each request to ``POST /v1/chat/completions`` is recorded (headers, JSON body, arrival time) and answered by the
 ``responder``: a function of the request body returning a :class:`Step` (status, assistant content or raw body,
-headers, delay). The server is bounded: after ``max_requests`` it answers 400 (never retried by the client), and a
-delay is capped, so a wrong client cannot loop or hang a test.
+headers, delay). It can also misbehave the way real gateways and proxies do: a raw body of any content type (an
+HTML error page, truncated or empty JSON), the request's ``Authorization`` header echoed into the answer or an error
+body, and a hung endpoint that sends its headers and then trickles the body a byte at a time (a read timeout never
+fires on it). The server is bounded: after ``max_requests`` it answers 400 (never retried by the client), and delays
+and trickles are capped, so a wrong client cannot loop or hang a test.
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ from typing import Any
 MAX_DELAY_S = 5.0
 
 
+ECHO = "{AUTH}"  # replaced by the request's Authorization header in content, raw bodies and error messages
+
+
 @dataclass
 class Step:
     """How to answer one request: ``content`` (the assistant message) with ``status`` 200, or an error ``status``
-    with an OpenAI-style error body; ``headers`` (e.g. Retry-After); ``delay_s`` before answering."""
+    with an OpenAI-style error body; ``headers`` (e.g. Retry-After); ``delay_s`` before answering.
+
+    ``raw`` replaces the whole body (sent with ``content_type``); ``trickle_s`` sends the headers at once, then the
+    body one byte every 0.2 s for that long (capped at :data:`MAX_DELAY_S`). :data:`ECHO` in ``content``, ``raw``
+    or ``error`` becomes the request's ``Authorization`` header, as a gateway that echoes requests would write it."""
 
     content: str | None = None
     status: int = 200
@@ -31,6 +41,9 @@ class Step:
     delay_s: float = 0.0
     finish_reason: str = "stop"
     error: str = "scripted error"
+    raw: bytes | str | None = None
+    content_type: str = "application/json"
+    trickle_s: float = 0.0
 
 
 @dataclass
@@ -91,11 +104,18 @@ class FakeOpenAI:
                         return self._send(400, {"error": {"message": "response_format json_schema is not supported",
                                                           "type": "invalid_request_error", "param": "response_format"}})
                     step = fake.responder(body)
+                    auth = self.headers.get("authorization", "")
                     if step.delay_s:
                         time.sleep(min(step.delay_s, MAX_DELAY_S))
+                    if step.trickle_s:
+                        return self._trickle(step)
+                    if step.raw is not None:
+                        raw = step.raw if isinstance(step.raw, bytes) else step.raw.replace(ECHO, auth).encode()
+                        return self._send_raw(step.status, raw, step.content_type, step.headers)
                     if step.status != 200:
-                        return self._send(step.status, {"error": {"message": step.error, "type": "server_error"}}, step.headers)
-                    content = step.content or ""
+                        return self._send(step.status, {"error": {"message": step.error.replace(ECHO, auth),
+                                                                  "type": "server_error"}}, step.headers)
+                    content = (step.content or "").replace(ECHO, auth)
                     prompt_tokens = sum(len(json.dumps(m["content"])) for m in body.get("messages", [])) // 4
                     self._send(200, {
                         "id": f"chatcmpl-{count}",
@@ -111,11 +131,31 @@ class FakeOpenAI:
                     with fake._lock:
                         fake.in_flight -= 1
 
+            def _trickle(self, step: Step) -> None:
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": step.content or ""}}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    t_end = time.monotonic() + min(step.trickle_s, MAX_DELAY_S)
+                    for i in range(len(data)):
+                        if time.monotonic() >= t_end:
+                            break  # give up mid-body: the client sees a truncated read
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", content_type)
                     self.send_header("content-length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)

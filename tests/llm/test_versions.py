@@ -57,7 +57,7 @@ def test_auto_accepted_version_with_correction_column(out_copy, llm_clips, fake_
     zh = [r for r in rows.values() if r["language"] == "zh"]
     assert {r["provenance"]["review_status"] for r in en} == {"auto_accepted"}
     assert {r["emotion"] for r in en} == {"happy"} and all(r["speakers"][0]["timbre"] == ["bright", "warm"] for r in en)
-    assert all(r["correction"]["decision"] == "auto_accepted" and r["correction"]["prompt_id"].startswith("correction/v1/en@")
+    assert all(r["correction"]["decision"] == "auto_accepted" and r["correction"]["prompt_id"].startswith("correction/v2/en@")
                for r in en)
     for r in zh:
         assert r["provenance"]["review_status"] == "guard_failed" and r["emotion"] is None

@@ -4,6 +4,7 @@ validation, the transient-error rule of retries, and the containers' files."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_gpu_limit_names(monkeypatch):
     assert gpu_limit_name("node7") == "gpu:node7:0" and gpu_limit_name("n", 1) == "gpu:n:1"
 
 
-def test_compose_file_describes_the_cluster():
+def test_compose_file_describes_the_cluster(monkeypatch):
     compose = yaml.safe_load((REPO / "docker/compose.yaml").read_text())
     svc = compose["services"]
     assert "postgresql+asyncpg://" in svc["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
@@ -168,7 +169,21 @@ def test_compose_file_describes_the_cluster():
         assert w["environment"]["CINEDUB_GPU_SLOT"].endswith(":" + dev["device_ids"][0])
         assert "models:/models:ro" in w["volumes"]
     assert len(devices) == len(set(devices)), "each worker pinned to its own GPU"
-    assert svc["llm"]["profiles"] == ["llm"] and "/v1" in svc["worker-cpu"]["environment"]["OPENAI_BASE_URL"]
+    assert svc["llm"]["profiles"] == ["llm"]
+    # the LLM settings are variables CineDub reads: loaded with the compose defaults, they reach Config.llm
+    from cinedub.config import Config
+    from cinedub.llm.config import LlmConfig
+
+    env = svc["worker-cpu"]["environment"]
+    assert not [k for k in env if k.startswith("OPENAI_")]
+    default = lambda v: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v))  # noqa: E731 - ${VAR:-x} -> x
+    for k, v in env.items():
+        if k.startswith("CINEDUB_LLM"):
+            monkeypatch.setenv(k, default(v))
+    llm = Config.load().llm
+    served = svc["llm"]["command"][svc["llm"]["command"].index("--served-model-name") + 1]
+    assert llm.base_url == "http://llm:8000/v1" and llm.model == default(served) == "cinedub-llm"
+    assert LlmConfig().api_key_env in env
     assert "models" in compose["volumes"]
     tool = (["docker", "compose"] if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode
             == 0 else ["docker-compose"] if shutil.which("docker-compose") else None)
