@@ -17,13 +17,12 @@ A reader opens :func:`resolve_manifest` (``version="latest"`` by default) and re
 ``out/``, exactly as it does for version 0. A version folder without ``LATEST`` pointing at it (a crash while
 writing) is never read and its number is reused.
 
-Writers serialise on ``out/.versions.lock`` (``fcntl``), and always start from the latest version at the time they
+Writers serialise on ``out/.versions.lock`` (``filelock``), and always start from the latest version at the time they
 hold the lock, so two reviews finishing together produce versions N and N+1 with both sets of decisions.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -109,13 +108,11 @@ def read_rows(
 
 @contextmanager
 def _locked(out_dir: Path) -> Iterator[None]:
+    from filelock import FileLock
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".versions.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(out_dir / ".versions.lock")):
+        yield
 
 
 def _link(src: Path, dst: Path) -> None:
