@@ -53,6 +53,10 @@ class FacesStage(Stage):
 
     def setup(self) -> None:
         self.detector = build_detector(self.cfg.vision, self.cfg.models_dir, self.device)
+        if self.cfg.vision.landmarks:  # load mediapipe and its FaceMesh graph once per worker, not per source
+            from cinedub.vision.landmarks import LipLandmarker
+
+            LipLandmarker().close()
         self.detector_name = f"{self.detector.name}:{getattr(self.detector, 'model_file', '')}"
 
     def process(

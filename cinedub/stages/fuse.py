@@ -32,6 +32,12 @@ class FuseStage(Stage):
     def enabled(cls, cfg: Config) -> bool:
         return cfg.run_diarization
 
+    def setup(self) -> None:
+        # what a worker loads once: the assignment solver and the Parquet reader of the per-frame evidence
+        import pyarrow.dataset  # noqa: F401
+        import scipy.optimize  # noqa: F401
+        import scipy.signal  # noqa: F401
+
     def process(
         self,
         ctx: StageContext,

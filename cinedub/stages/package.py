@@ -230,6 +230,14 @@ class PackageStage(Stage):
         # the shards land in out_dir and every row records the config hash
         return (str(Path(out_dir).resolve()), cfg.config_hash())
 
+    def setup(self) -> None:
+        # what a worker loads once: the resampler and the shard schema (its Hugging Face features come from datasets)
+        import scipy.signal  # noqa: F401
+
+        from cinedub.schema import clip_schema
+
+        clip_schema()
+
     def process(
         self,
         ctx: StageContext,

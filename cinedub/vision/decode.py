@@ -83,7 +83,10 @@ class DecodedFrame:
         ``shots/testvideo.mp4`` and in ``zh_narration``."""
         import cv2
 
-        return cv2.resize(self.image, size, interpolation=cv2.INTER_LINEAR)
+        key = ("small", *size)
+        if key not in self._cache:
+            self._cache[key] = cv2.resize(self.image, size, interpolation=cv2.INTER_LINEAR)
+        return self._cache[key]
 
 
 @dataclass(frozen=True)
