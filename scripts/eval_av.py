@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "cinedub-eval-av")
     ap.add_argument("--cases", default=",".join([*AV_CASES, "en_2spk_audio"]), help="comma-separated subset")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--long", action="store_true",
+                    help="also the long case: dialogue_5shots played 10 times (5 min, the same 5 people recurring)")
     args = ap.parse_args()
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     # imported once here, as a pipeline worker has them loaded by earlier stages, so the timings are the cues' own
@@ -41,12 +43,14 @@ def main() -> int:
     from cinedub.diarization.rttm import read_rttm
     from cinedub.eval.av import evaluate, load_truth
     from cinedub.config import Config
-    from cinedub.eval.av_run import HELDOUT_CASES, audio_only_scores, case_files, cue_cost, run_case
+    from cinedub.eval.av_run import HELDOUT_CASES, LONG_CASES, audio_only_scores, case_files, cue_cost, run_case
     from cinedub.eval.diarization import score
 
     names = [n for n in args.cases.split(",") if n]
     args.out.mkdir(parents=True, exist_ok=True)
-    files = {n: case_files(n, args.media_dir, args.out) for n in names if n in AV_CASES}
+    if args.long:
+        names = [*names, *LONG_CASES]
+    files = {n: case_files(n, args.media_dir, args.out) for n in names if n in AV_CASES or n in LONG_CASES}
     cfg = Config.load(models_dir=args.models_dir, device="cpu", separation={"method": "none"})
     rows = []
     head = (f"{'case':16s} {'DER audio':>9s} {'DER fused':>9s} {'spk ref/hyp':>11s} {'face/frame':>10s} "

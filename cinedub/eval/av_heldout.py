@@ -152,3 +152,44 @@ def build_case(name: str, media: str | Path, folder: str | Path) -> tuple[Path, 
     (tmp / "out.mp4").replace(video)
     shutil.rmtree(tmp, ignore_errors=True)
     return video, rttm, truth_path
+
+
+def build_repeated(name: str, video: str | Path, rttm: str | Path, truth: str | Path, times: int,
+                   folder: str | Path) -> tuple[Path, Path, Path]:
+    """``video`` played ``times`` times in a row (stream copy, one file), with its RTTM and truth JSON repeated at
+    the same offsets: the same people recurring over a longer source, which tests what a count rule or a link
+    threshold does with length (``dialogue_5shots`` x 10 = 5 min, 5 people).
+
+    Returns:
+        ``(video .mp4, reference .rttm, truth .json)`` in ``folder`` (built once; reused when present).
+
+    Raises:
+        subprocess.CalledProcessError: ffmpeg failed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out, out_rttm, out_truth = folder / f"{name}.mp4", folder / f"{name}.rttm", folder / f"{name}.truth.json"
+    if out.is_file() and out_rttm.is_file() and out_truth.is_file():
+        return out, out_rttm, out_truth
+    lst = folder / f".{name}.txt"
+    lst.write_text("".join(f"file '{Path(video).resolve()}'\n" for _ in range(times)))
+    tmp = folder / f".{name}.mp4"
+    _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(lst), "-c", "copy", str(tmp)])
+    lst.unlink()
+    # the concat demuxer starts each copy where the previous one ended: the period is the result's length / times
+    exe = shutil.which("ffprobe")
+    total = float(subprocess.run([exe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(tmp)],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    period = total / times
+    lines = [ln.split() for ln in Path(rttm).read_text().splitlines() if ln.strip()]
+    out_rttm.write_text("".join(
+        f"SPEAKER {name} 1 {float(p[3]) + i * period:.3f} {p[4]} <NA> <NA> {p[7]} <NA> <NA>\n"
+        for i in range(times) for p in lines))
+    t = json.loads(Path(truth).read_text())
+    rep = {"shots_s": [[a + i * period, b + i * period] for i in range(times) for a, b in t["shots_s"]],
+           "turns": [{**x, "start": x["start"] + i * period, "end": x["end"] + i * period}
+                     for i in range(times) for x in t["turns"]],
+           "built_from": f"{Path(video).name} x {times}"}
+    out_truth.write_text(json.dumps(rep, indent=1))
+    tmp.replace(out)
+    return out, out_rttm, out_truth

@@ -104,6 +104,8 @@ AV_CASES = {
     "heldout_reaction": ("built:heldout_reaction", "built", "built", None),
 }
 HELDOUT_CASES = ("heldout_twoshot", "heldout_reaction")
+# Long cases (benchmark only, minutes each on 2 cores): the same people recurring over a longer source
+LONG_CASES = {"dialogue_5shots_x10": ("dialogue_5shots", 10)}
 
 
 @dataclass(frozen=True)
@@ -118,11 +120,19 @@ class CaseFiles:
 
 
 def case_files(name: str, media: Path, tmp: Path) -> CaseFiles:
-    """The files of the case ``name`` (a key of :data:`AV_CASES`); muxed or built cases are made once in ``tmp``.
+    """The files of the case ``name`` (a key of :data:`AV_CASES` or :data:`LONG_CASES`); muxed or built cases are
+    made once in ``tmp``.
 
     Raises:
         KeyError: unknown case.
     """
+    if name in LONG_CASES:
+        from cinedub.eval.av_heldout import build_repeated
+
+        base, times = LONG_CASES[name]
+        f = case_files(base, media, tmp)
+        video, ref, tr = build_repeated(name, f.video, f.rttm, f.truth, times, tmp / "long")
+        return CaseFiles(video, ref, tr, None)
     spec, rttm, truth, key = AV_CASES[name]
     if spec.startswith("built:"):
         from cinedub.eval.av_heldout import build_case
