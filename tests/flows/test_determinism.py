@@ -1,6 +1,9 @@
 """Same input, same configuration, same dataset: `cinedub run` twice gives byte-identical shards, also when the
 second run is SIGKILLed during ASR and restarted.
 
+Two inputs: real footage whose speech makes Whisper fall back to sampling (below) and a meeting-style recording
+built from ``en_2spk_audio`` (two telephone speakers who overlap: diarization and overlap regions must repeat too).
+
 The input is real footage whose speech makes Whisper fall back to temperature sampling (a talk-show reaction shot,
 ``av_speakers/react_12.mp4``: an off-screen speaker over laughter; the test checks that the fallback did run), the
 case where unseeded sampling made two runs of one file differ. Visual stages are off to keep it short; the visual
@@ -38,9 +41,19 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _cmd(src: Path, out: Path, models_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "cinedub_cli", "run", str(src), "--out", str(out), "--models-dir", str(models_dir),
-            "--separation", "none", "--no-visual", "--no-progress"]
+def _cmd(srcs: list[Path], out: Path, models_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "cinedub_cli", "run", *map(str, srcs), "--out", str(out), "--models-dir",
+            str(models_dir), "--separation", "none", "--no-visual", "--no-progress"]
+
+
+def _meeting(media_dir: Path, tmp_path: Path) -> Path:
+    """A meeting-style recording built from ``en_2spk_audio``: its 30 s telephone conversation (two speakers who
+    overlap) under a still picture, as a video file like any other input."""
+    out = tmp_path / "meeting.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=5",
+                    "-i", str(media_dir / "en_2spk_audio/sample.wav"), "-shortest", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-c:a", "aac", str(out)], check=True)
+    return out
 
 
 def _checksums(out: Path) -> dict[str, str]:
@@ -50,20 +63,21 @@ def _checksums(out: Path) -> dict[str, str]:
 
 def test_two_runs_and_a_killed_run_give_identical_shards(media_dir: Path, models_dir: Path, tmp_path: Path):
     src = media_dir / "av_speakers/react_12.mp4"
+    srcs = [src, _meeting(media_dir, tmp_path)]
     first = tmp_path / "first"
-    done = subprocess.run(_cmd(src, first, models_dir), cwd=REPO, env=_env(tmp_path / "home1"), capture_output=True,
+    done = subprocess.run(_cmd(srcs, first, models_dir), cwd=REPO, env=_env(tmp_path / "home1"), capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     reference = _checksums(first)
-    assert reference, "the run wrote no shard"
-    transcript = Transcript.from_json(next((first / ".work").glob("*/asr-*.json")))
+    assert len(reference) == 2, f"each input writes a shard: {reference}"
+    transcript = Transcript.from_json(next((first / ".work" / sha256_file(src)[:16]).glob("asr-*.json")))
     assert transcript.decoding is not None and transcript.decoding.fallback_segments > 0, \
         "this input must make Whisper fall back to sampling, else the test proves nothing about the seed"
     assert transcript.decoding.seed == stable_seed(sha256_file(src), "asr")  # derived from the content, recorded
 
     # a second run into another folder, killed while ASR runs (its artifacts folder exists, its record does not)
     second = tmp_path / "second"
-    proc = subprocess.Popen(_cmd(src, second, models_dir), cwd=REPO, env=_env(tmp_path / "home2"),
+    proc = subprocess.Popen(_cmd(srcs, second, models_dir), cwd=REPO, env=_env(tmp_path / "home2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     try:
@@ -78,7 +92,7 @@ def test_two_runs_and_a_killed_run_give_identical_shards(media_dir: Path, models
     finally:
         proc.wait()
     assert not list((second / ".work").glob("*/asr-*.json")), "killed after ASR had finished: not a mid-ASR kill"
-    again = subprocess.run(_cmd(src, second, models_dir), cwd=REPO, env=_env(tmp_path / "home2"),
+    again = subprocess.run(_cmd(srcs, second, models_dir), cwd=REPO, env=_env(tmp_path / "home2"),
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert _checksums(second) == reference, "same input and configuration must give byte-identical shards"
