@@ -194,9 +194,27 @@ configs:
     return "\n".join(parts)
 
 
-def write_card(out_dir: str | Path, license_id: str = "unknown") -> Path:
+def card_license(out_dir: str | Path) -> str | None:
+    """The ``license`` of ``out_dir``'s current card (None without a card or that field)."""
+    import yaml
+
+    path = Path(out_dir) / CARD
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---")[1]) or {}
+    except yaml.YAMLError:
+        return None
+    value = meta.get("license")
+    return str(value) if value else None
+
+
+def write_card(out_dir: str | Path, license_id: str | None = None) -> Path:
     """Regenerate ``stats.json``, the plots and ``README.md`` of ``out_dir`` from its newest version; returns the
-    card's path.
+    card's path. ``license_id`` None keeps the current card's license ("unknown" without one).
 
     Raises:
         FileNotFoundError: no manifest in ``out_dir``.
@@ -211,6 +229,7 @@ def write_card(out_dir: str | Path, license_id: str = "unknown") -> Path:
     corrections = (reader.table(columns=["correction"]).column("correction").to_pylist()
                    if "correction" in names and rows else [None] * len(rows))
     stats = dataset_stats(rows, corrections)
+    license_id = license_id or card_license(out) or "unknown"
     write_json_atomic(out / STATS, stats)
     plots = _plots(stats, out / PLOTS)
     return write_text_atomic(out / CARD, render_card(stats, reader.manifest, plots, license_id))

@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "cinedub-eval-av")
     ap.add_argument("--cases", default=",".join([*AV_CASES, "en_2spk_audio"]), help="comma-separated subset")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--separation", default="none",
+                    help="separation method of the runs (none: the mix, as the tests; auto: a user's default)")
     ap.add_argument("--long", action="store_true",
                     help="also the long case: dialogue_5shots played 10 times (5 min, the same 5 people recurring)")
     args = ap.parse_args()
@@ -51,7 +53,7 @@ def main() -> int:
     if args.long:
         names = [*names, *LONG_CASES]
     files = {n: case_files(n, args.media_dir, args.out) for n in names if n in AV_CASES or n in LONG_CASES}
-    cfg = Config.load(models_dir=args.models_dir, device="cpu", separation={"method": "none"})
+    cfg = Config.load(models_dir=args.models_dir, device="cpu", separation={"method": args.separation})
     rows = []
     head = (f"{'case':16s} {'DER audio':>9s} {'DER fused':>9s} {'spk ref/hyp':>11s} {'face/frame':>10s} "
             f"{'shot 1':>7s} {'one id':>7s} {'RTF id+sync':>11s} {'wall s':>7s}")

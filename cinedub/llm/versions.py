@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from cinedub.config import ShardConfig
 from cinedub.schema import SCHEMA_VERSION, clip_schema
 from cinedub.shards import SHARD_DIR, read_manifest, shard_entry, write_source_shards
+from cinedub.card import write_card
 from cinedub.atomic import write_json_atomic
 
 VERSIONS_DIR = "versions"
@@ -146,6 +147,9 @@ def write_version(
     every other shard is hard-linked. With ``flow_run_id`` already recorded in a version, that version is returned
     and nothing is written.
 
+    The dataset card, statistics and plots (:func:`cinedub.card.write_card`) are regenerated from the new version,
+    keeping the card's license.
+
     Returns:
         The new version's number.
 
@@ -220,4 +224,6 @@ def write_version(
         tmp = out / VERSIONS_DIR / f".{LATEST}.tmp"
         tmp.write_text(str(n), encoding="utf-8")
         os.replace(tmp, out / VERSIONS_DIR / LATEST)
+        # the dataset card maps the splits to the newest version: load_dataset(out) reads this version only
+        write_card(out)
         return n

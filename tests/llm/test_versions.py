@@ -69,6 +69,15 @@ def test_auto_accepted_version_with_correction_column(out_copy, llm_clips, fake_
     assert set(table.column("clip_id").to_pylist()) == en_ids | zh_ids
     v0 = read_rows(out_copy, version=0, columns=["provenance"])
     assert {r["provenance"]["review_status"] for r in v0} == {"unreviewed"}  # older version still readable
+    # the dataset card now maps the splits to version 1 only: load_dataset gives each clip once, corrected
+    import datasets
+
+    dd = datasets.load_dataset(str(out_copy), cache_dir=str(out_copy.parent / ".hf-v1"))
+    loaded = [r for split in dd.values() for r in split.select_columns(["clip_id", "provenance"])]
+    assert sorted(r["clip_id"] for r in loaded) == sorted(en_ids | zh_ids)
+    assert {r["provenance"]["review_status"] for r in loaded} == {"auto_accepted", "guard_failed"}
+    stats = json.loads((out_copy / "stats.json").read_text())
+    assert stats["clips"] == len(llm_clips) and sum(stats["correction_outcomes"].values()) == len(llm_clips)
 
 
 def test_untouched_sources_are_hard_links_and_writes_are_idempotent(out_copy):
