@@ -156,6 +156,9 @@ class AudioTracks(Record):
         vocals_16k: mono 16 kHz vocals (or the mix when not separated).
         separation: the back-end's provenance name ("demucs:<model>", "deepfilternet:DeepFilterNet3@<sha>") or
             "none".
+        analysis_16k: the mono 16 kHz track the analysis stages listen to (ASR, VAD, diarization, ASD, lip/audio
+            synchrony): ``vocals_16k`` or ``mix_16k`` per ``separation.analysis_audio``; empty in records written
+            before it existed (then ``vocals_16k``). Read it through :attr:`analysis_audio`.
     """
 
     mix_16k: str
@@ -166,6 +169,12 @@ class AudioTracks(Record):
     accompaniment: str | None = None
     separated_rate_hz: int | None = None
     full_rate_hz: int | None = None
+    analysis_16k: str = ""
+
+    @property
+    def analysis_audio(self) -> str:
+        """Path of the 16 kHz mono track ASR, diarization, ASD and synchrony use."""
+        return self.analysis_16k or self.vocals_16k
 
 
 @dataclass(frozen=True)

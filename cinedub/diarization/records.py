@@ -1,7 +1,7 @@
 """Typed result of audio diarization, shared by both back-ends (offline GE2E path and pyannote).
 
 All times are integer ms on the timeline of the audio that was diarized (the source timeline when the input is the
-source's ``vocals_16k``). Speaker ids are ``"<prefix>-S00"``-style (``"S00"`` without a prefix), numbered by first
+source's ``AudioTracks.analysis_audio``). Speaker ids are ``"<prefix>-S00"``-style (``"S00"`` without a prefix), numbered by first
 appearance, so they are stable for one source and one run.
 """
 

@@ -64,7 +64,7 @@ def run_case(media_path: str | Path, out: str | Path, cfg: Config) -> tuple[Case
     cfg = cfg.model_copy(update={"asr": cfg.asr.model_copy(update={"other_languages": "transcribe"})})
     run = run_source(media_path, out, cfg, until="timeline", reuse=True)
     get = run.records.get
-    rec = CaseRecords(run["ingest"].source, run["diarization"], run["tracks"].vocals_16k, get("shots"), get("faces"),
+    rec = CaseRecords(run["ingest"].source, run["diarization"], run["tracks"].analysis_audio, get("shots"), get("faces"),
                       get("asd"), get("identities"))
     fusion = FusionResult.from_json(run.plan.step("timeline").artifacts_dir / "fusion.json")
     return rec, fusion, run

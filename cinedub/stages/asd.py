@@ -82,7 +82,7 @@ class AsdStage(Stage):
     ) -> AsdResult:
         """Score the source's face tracks against its 16 kHz vocals and assign the exclusive turns."""
         turns = diarization.exclusive_turns if diarization is not None else ()
-        return self.score(faces, tracks.vocals_16k, turns, ctx.artifacts_dir)
+        return self.score(faces, tracks.analysis_audio, turns, ctx.artifacts_dir)
 
     def score(
         self, faces: FaceTrackList, audio_16k: str | Path, turns: Sequence[Turn], work_dir: str | Path

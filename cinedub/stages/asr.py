@@ -88,7 +88,7 @@ class AsrStage(Stage):
     def process(self, ctx: StageContext, tracks: AudioTracks) -> Transcript:
         """Transcribe the source's 16 kHz vocals, sampling the fallback with a seed derived from its hash."""
         seed = self.cfg.asr.seed if self.cfg.asr.seed is not None else stable_seed(ctx.sha256, "asr")
-        return self.transcribe(Path(tracks.vocals_16k), seed=seed, progress=ctx.progress)
+        return self.transcribe(Path(tracks.analysis_audio), seed=seed, progress=ctx.progress)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -217,7 +217,7 @@ class AsrStage(Stage):
         """Transcribe one 16 kHz mono FLAC.
 
         Args:
-            audio_path: 16 kHz mono FLAC (``AudioTracks.vocals_16k`` or ``mix_16k``); source timeline.
+            audio_path: 16 kHz mono FLAC (``AudioTracks.analysis_audio``); source timeline.
             language: force this ISO 639-1 code (skips language identification; probability 1.0).
             seed: seed of the temperature-fallback sampling (the same seed and input give the same text).
             progress: ``progress(done_s, total_s, "s")`` as the decoding advances.

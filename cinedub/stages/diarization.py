@@ -59,7 +59,7 @@ class DiarizationStage(Stage):
 
     def process(self, ctx: StageContext, ingest: IngestResult, tracks: AudioTracks) -> DiarizationResult:
         """Diarize the source's 16 kHz vocals; speaker ids ``<source_id>-S<nn>``; the RTTM goes to the artifacts."""
-        result = self.diarize(tracks.vocals_16k, speaker_prefix=ctx.source_id, embeddings_dir=ctx.artifacts_dir)
+        result = self.diarize(tracks.analysis_audio, speaker_prefix=ctx.source_id, embeddings_dir=ctx.artifacts_dir)
         write_rttm(ctx.artifacts_dir / "diarization.rttm", result.turns, ingest.source.episode)
         return result
 
@@ -87,12 +87,12 @@ class DiarizationStage(Stage):
         return self.backend.diarize(wav, sample_rate_hz, speaker_prefix=speaker_prefix)
 
     def diarize(
-        self, vocals_16k_path: str | Path, *, speaker_prefix: str = "", embeddings_dir: str | Path | None = None
+        self, audio_16k_path: str | Path, *, speaker_prefix: str = "", embeddings_dir: str | Path | None = None
     ) -> DiarizationResult:
-        """Diarize ``vocals_16k_path``.
+        """Diarize ``audio_16k_path``.
 
         Args:
-            vocals_16k_path: mono 16 kHz FLAC/WAV (``AudioTracks.vocals_16k``).
+            audio_16k_path: mono 16 kHz FLAC/WAV (``AudioTracks.analysis_audio``).
             speaker_prefix: speaker ids become ``"<prefix>-S00"`` (pass the source id for episode-wide ids).
             embeddings_dir: with ``embeddings_npy`` set, the speaker embeddings go to
                 ``<embeddings_dir>/diarization.embeddings.npy`` instead of inline.
@@ -102,13 +102,13 @@ class DiarizationStage(Stage):
             ModelNotFoundError: see :meth:`setup`.
         """
         self.ensure_setup()
-        path = Path(vocals_16k_path)
+        path = Path(audio_16k_path)
         try:
             wav, sr = load_audio(path)
         except Exception as e:  # soundfile raises its own error types
             raise MediaError(path, f"cannot read audio ({e})") from None
         if self.dcfg.method == "offline" and sr != SAMPLE_RATE_HZ:
-            raise MediaError(path, f"diarization expects 16 kHz vocals, got {sr} Hz (use AudioTracks.vocals_16k)")
+            raise MediaError(path, f"diarization expects 16 kHz vocals, got {sr} Hz (use AudioTracks.analysis_audio)")
         t0 = time.perf_counter()
         result = self.diarize_array(wav, sr, speaker_prefix=speaker_prefix)
         self.last_wall_s = time.perf_counter() - t0

@@ -49,7 +49,7 @@ class FuseStage(Stage):
         asd: AsdResult | None,
         identities: FaceIdentityResult | None,
     ) -> DiarizationResult:
-        fused = fuse_av(diarization, faces, asd, shots, identities, tracks.vocals_16k if faces else None,
+        fused = fuse_av(diarization, faces, asd, shots, identities, tracks.analysis_audio if faces else None,
                         speaker_prefix=ctx.source_id, cfg=self.cfg.av)
         fused.to_json(ctx.artifacts_dir / "fusion.json")
         write_rttm(ctx.artifacts_dir / "timeline.rttm", fused.timeline.turns, ingest.source.episode)

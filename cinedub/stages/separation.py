@@ -82,7 +82,8 @@ class SeparationStage(Stage):
     through (``separation.method: none``: nothing is loaded and the mix stands in for the vocals)."""
 
     name: ClassVar[str] = "separation"
-    version: ClassVar[str] = "2"  # v2: DeepFilterNet back-end and method auto (same output for demucs and none)
+    version: ClassVar[str] = "3"  # v2: DeepFilterNet back-end and method auto; v3: analysis_16k (which track the
+    # analysis stages listen to)
     inputs: ClassVar[tuple[str, ...]] = ("ingest",)
     output: ClassVar[str] = "tracks"
     record: ClassVar[type[Record]] = AudioTracks
@@ -253,6 +254,7 @@ class SeparationStage(Stage):
             mix_16k=ingest.mix_16k,
             mix_full=ingest.mix_full,
             vocals_16k=str(v16_path),
+            analysis_16k=ingest.mix_16k if self.cfg.separation.analysis_audio != "vocals" else str(v16_path),
             separation=_dfn_name(self.cfg),
             vocals=str(out_dir / VOCALS_NAME),
             accompaniment=str(out_dir / ACCOMPANIMENT_NAME),
@@ -321,6 +323,7 @@ class SeparationStage(Stage):
             mix_16k=ingest.mix_16k,
             mix_full=ingest.mix_full,
             vocals_16k=str(v16_path),
+            analysis_16k=ingest.mix_16k if self.cfg.separation.analysis_audio == "mix" else str(v16_path),
             separation=f"demucs:{self.cfg.separation.model}",
             vocals=str(vocals_path),
             accompaniment=str(acc_path),

@@ -94,6 +94,7 @@ def test_random_htdemucs_separates_real_film_audio_offline(
 
     v16 = sf.info(tracks.vocals_16k)
     assert (v16.samplerate, v16.channels) == (16000, 1)
+    assert tracks.analysis_audio == tracks.vocals_16k  # demucs' vocals are what the analysis listens to
     assert v16.frames == sf.info(titanic_5s.mix_16k).frames == ms_to_sample(duration_ms, 16000)
 
     vocals, _ = sf.read(tracks.vocals, dtype="float32")
@@ -151,7 +152,7 @@ def test_method_none_passes_the_mix_through(titanic_5s: IngestResult, tmp_path: 
     tracks = stage.separate(titanic_5s, tmp_path)
     assert stage.separator is None
     assert tracks.separation == "none"
-    assert tracks.vocals_16k == titanic_5s.mix_16k
+    assert tracks.vocals_16k == titanic_5s.mix_16k == tracks.analysis_audio
     assert tracks.vocals is None and tracks.accompaniment is None and tracks.separated_rate_hz is None
     assert list(tmp_path.iterdir()) == []  # nothing written
     assert SeparationStage.provenance(stage.cfg)["name"] == "none"

@@ -120,6 +120,11 @@ def test_stage_writes_enhanced_vocals_and_the_rest_as_accompaniment(dfn_cfg: Con
     assert (a.samplerate, a.channels, a.frames) == (48_000, ingest.channels, n)
     v16 = sf.info(tracks.vocals_16k)
     assert (v16.samplerate, v16.channels, v16.frames) == (16_000, 1, ms_to_sample(duration_ms, 16_000))
+    # the analysis stages keep listening to the mix (analysis_audio auto), unless asked for the enhanced vocals
+    assert tracks.analysis_audio == ingest.mix_16k
+    vocal_cfg = dfn_cfg.model_copy(update={"separation": dfn_cfg.separation.model_copy(
+        update={"analysis_audio": "vocals"})})
+    assert SeparationStage(vocal_cfg).separate(ingest, tmp_path / "sep2").analysis_audio.endswith("vocals_16k.flac")
     vocals, _ = sf.read(tracks.vocals, dtype="float32")
     acc, _ = sf.read(tracks.accompaniment, dtype="float32", always_2d=True)
     mix, _, _ = load_audio_at(ingest.mix_full, 0, duration_ms, 48_000)
