@@ -12,6 +12,7 @@ and tracebacks.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -171,19 +172,24 @@ def run(
         console.print("[red]cinedub: no inputs found[/red]")
         raise typer.Exit(2)
 
-    from flows.pipeline import configure_prefect_env
+    from contextlib import nullcontext
+
+    from flows.early_api import EarlyApi, configure_prefect_env
 
     configure_prefect_env(out)
+    # no server given: start the run's temporary API now, so it boots while the pipeline's modules are imported
+    api = EarlyApi() if not os.environ.get("PREFECT_API_URL") else nullcontext()
     with terminal(verbose, Path(out) / "runs", "cinedub-run") as term:
         for noisy in ("httpx", "httpcore", "pyscenedetect", "faster_whisper"):
             logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
         from flows.pipeline import run_pipeline
 
-        if progress:
-            with RichProgress(term.console, len(paths)):
+        with api:
+            if progress:
+                with RichProgress(term.console, len(paths)):
+                    result = run_pipeline(paths, str(out), cfg)
+            else:
                 result = run_pipeline(paths, str(out), cfg)
-        else:
-            result = run_pipeline(paths, str(out), cfg)
     table = Table(title=f"cinedub run: {result['total_clips']} clips in {result['shards']} shards ({out})")
     for col in ("input", "status", "clips", "language", "speech in clips", "reason"):
         table.add_column(col)

@@ -278,11 +278,3 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
         "total_clips": manifest["total_rows"],
         "shards": len(manifest["shards"]),
     }
-
-
-def configure_prefect_env(out_dir: str | Path | None = None) -> None:
-    """Environment defaults for running without a server (ephemeral) or against one (``PREFECT_API_URL``)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
