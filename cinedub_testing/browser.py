@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from flows.procs import stop_process
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
          "--hide-scrollbars", "--remote-allow-origins=*"]
@@ -149,12 +151,7 @@ class Browser:
             self._ws.close()
         except Exception:  # noqa: BLE001 - closing a dead socket
             pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 10, group=True)  # Chromium's renderer and GPU processes too
         shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> "Browser":

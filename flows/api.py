@@ -40,8 +40,8 @@ def client(url: str | None = None, timeout: float = 30) -> Iterator[httpx.Client
         yield http
 
 
-def wait_healthy(url: str, timeout_s: float = 120, proc: Any = None) -> None:
-    """Poll ``<url>/health`` until it answers 200.
+def wait_healthy(url: str, timeout_s: float = 120, proc: Any = None, poll_s: float = 0.5) -> None:
+    """Poll ``<url>/health`` every ``poll_s`` seconds until it answers 200.
 
     Raises:
         TimeoutError: not healthy in time. RuntimeError: ``proc`` (the server process) exited first.
@@ -55,7 +55,7 @@ def wait_healthy(url: str, timeout_s: float = 120, proc: Any = None) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(poll_s)
     raise TimeoutError(f"{url} not healthy after {timeout_s:.0f} s")
 
 

@@ -6,20 +6,18 @@ application into the run's own process to do it (about 5 s more). :class:`EarlyA
 (the same uvicorn command and environment as Prefect 3.8's ``SubprocessASGIServer``: no UI, the ephemeral
 database of ``PREFECT_HOME``) before those imports, so it boots on the other core while they run, and points
 ``PREFECT_API_URL`` at it. The run then behaves as with Prefect's own temporary server; the process is stopped when
-the run ends. This module imports nothing heavy (no Prefect).
+the run ends. This module imports nothing heavy (no Prefect, no httpx until :meth:`EarlyApi.ready`).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from flows.procs import free_port, stop_process
 
 
 def configure_prefect_env(out_dir: str | Path | None = None) -> None:
@@ -42,12 +40,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class EarlyApi:
     """A temporary Prefect API server on 127.0.0.1, started at construction.
 
@@ -63,7 +55,7 @@ class EarlyApi:
 
         spec = importlib.util.find_spec("prefect")
         app_dir = Path(spec.origin).parent.parent if spec and spec.origin else None
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.timeout_s = startup_timeout_s
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -80,27 +72,16 @@ class EarlyApi:
 
     def ready(self) -> bool:
         """Wait until the server answers (True), or until it exits or times out (False)."""
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        return False
+        from flows.api import wait_healthy  # httpx, imported by Prefect by now
+
+        try:
+            wait_healthy(self.url, self.timeout_s, self.proc, poll_s=0.1)
+        except (TimeoutError, RuntimeError):
+            return False
+        return True
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
     def __enter__(self) -> "EarlyApi":
         self._old = os.environ.get("PREFECT_API_URL")

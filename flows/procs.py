@@ -19,8 +19,6 @@ from typing import Any
 
 import psutil
 
-from flows.api import wait_healthy
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +26,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float, *, group: bool = False) -> None:
+    """SIGTERM ``proc`` (its whole process group with ``group``), wait up to ``timeout_s``, then SIGKILL and reap."""
+    if proc.poll() is not None:
+        return
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
 
 
 def descendants(pid: int) -> list[int]:
@@ -92,6 +108,8 @@ class PrefectServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                       "--port", str(self.port)], env=prefect_env(self.home, **extra),
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        from flows.api import wait_healthy  # httpx: keeps this module light for flows.early_api
+
         try:
             wait_healthy(self.api, timeout_s, self.proc)
         except BaseException:
@@ -100,13 +118,8 @@ class PrefectServer:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, 30, group=True)
 
     def __enter__(self) -> "PrefectServer":
         return self.start()

@@ -254,7 +254,7 @@ class SeparationStage(Stage):
             mix_16k=ingest.mix_16k,
             mix_full=ingest.mix_full,
             vocals_16k=str(v16_path),
-            analysis_16k=ingest.mix_16k if self.cfg.separation.analysis_audio != "vocals" else str(v16_path),
+            analysis_16k=analysis_track(self.cfg, "deepfilternet", ingest.mix_16k, str(v16_path)),
             separation=_dfn_name(self.cfg),
             vocals=str(out_dir / VOCALS_NAME),
             accompaniment=str(out_dir / ACCOMPANIMENT_NAME),
@@ -323,13 +323,32 @@ class SeparationStage(Stage):
             mix_16k=ingest.mix_16k,
             mix_full=ingest.mix_full,
             vocals_16k=str(v16_path),
-            analysis_16k=ingest.mix_16k if self.cfg.separation.analysis_audio == "mix" else str(v16_path),
+            analysis_16k=analysis_track(self.cfg, "demucs", ingest.mix_16k, str(v16_path)),
             separation=f"demucs:{self.cfg.separation.model}",
             vocals=str(vocals_path),
             accompaniment=str(acc_path),
             separated_rate_hz=model_sr,
             full_rate_hz=ingest.full_rate_hz,
         )
+
+
+def analysis_track(cfg: Config, backend: str, mix_16k: str, vocals_16k: str) -> str:
+    """The 16 kHz track the analysis stages listen to, per ``separation.analysis_audio`` (see its docstring).
+
+    Args:
+        cfg: the run's configuration.
+        backend: the separator that made ``vocals_16k``: "demucs" or "deepfilternet".
+        mix_16k: path of the 16 kHz mono mix.
+        vocals_16k: path of the 16 kHz mono separated track.
+
+    Returns:
+        ``mix_16k`` or ``vocals_16k``: "auto" keeps demucs' vocals and the mix under DeepFilterNet, whose enhanced
+        voice misled ASD, synchrony and diarization on the shared audio-visual cases.
+    """
+    choice = cfg.separation.analysis_audio
+    if choice == "auto":
+        choice = "vocals" if backend == "demucs" else "mix"
+    return vocals_16k if choice == "vocals" else mix_16k
 
 
 def _dfn_name(cfg: Config) -> str:

@@ -124,15 +124,22 @@ def test_speaker_relabel_reaches_turns(rows):
             assert new == old
 
 
-def test_speaker_change_splits_the_turn_at_the_pause(rows):
-    """The second half of the clip's words given to another speaker: the turn holding the change is split at the
-    middle of the pause between the two words, and the relabelled part has no face link."""
-    row = richest(rows, "en")
+def _second_half_to_other_speaker(rows, row):
+    """The clip's ASR words realigned with the first half to its main speaker and the second half to another speaker
+    of the source: ``(asr words, main speaker, other speaker, index of the first moved word, realignment)``."""
     asr = _words(row)
     first = _main_speaker(asr)
     other = next(s for s in source_speakers(rows, row["source_id"]) if s != first)
     half = len(asr) // 2
     out = realign_words(asr, [(first, " ".join(w.text for w in asr[:half])), (other, " ".join(w.text for w in asr[half:]))])
+    return asr, first, other, half, out
+
+
+def test_speaker_change_splits_the_turn_at_the_pause(rows):
+    """The second half of the clip's words given to another speaker: the turn holding the change is split at the
+    middle of the pause between the two words, and the relabelled part has no face link."""
+    row = richest(rows, "en")
+    asr, first, other, half, out = _second_half_to_other_speaker(rows, row)
     moved = {k for k in range(len(asr)) if asr[k].speaker_id != (first if k < half else other)}
     assert {r.word_index for r in out.relabels} == moved
     turns = [Turn.from_dict(t) for t in row["turns"]]
@@ -153,11 +160,7 @@ def test_reviewer_edit_keeps_word_timing_and_model_speakers(rows):
     """A reviewer edits the proposed text (one word altered, a comma added): it is aligned onto the ASR words, so
     every word keeps its own ASR span (not one word spanning the clip), with the model's speakers."""
     row = richest(rows, "en")
-    asr = _words(row)
-    first = _main_speaker(asr)
-    other = next(s for s in source_speakers(rows, row["source_id"]) if s != first)
-    half = len(asr) // 2
-    model = realign_words(asr, [(first, " ".join(w.text for w in asr[:half])), (other, " ".join(w.text for w in asr[half:]))])
+    asr, first, other, half, model = _second_half_to_other_speaker(rows, row)
     k = long_word(row["words"], 1)
     texts = [w.text for w in asr]
     texts[k] = altered(texts[k])
