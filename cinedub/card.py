@@ -205,7 +205,7 @@ def card_license(out_dir: str | Path) -> str | None:
     if not text.startswith("---"):
         return None
     try:
-        meta = yaml.safe_load(text.split("---")[1]) or {}
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}  # the front matter: a value may hold "---"
     except yaml.YAMLError:
         return None
     value = meta.get("license")

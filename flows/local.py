@@ -84,7 +84,9 @@ def serve_local(
     deployments = setup_server(settings, {host_name(): _gpu_count()}, llm_inflight=llm_inflight)
     worker = Worker(api, home, LOCAL_POOL, f"{host_name()}-local-{os.getpid()}", worker_limit,
                     env={"PREFECT_WORKER_QUERY_SECONDS": "2"}).start()
-    listener = _start_listener()
+    from cinedub.llm.listen import start_listener
+
+    listener = start_listener()
     ui = f"http://127.0.0.1:{port}"
     info = {"ui": ui, "api": api, "deployments": deployments, "server": server, "worker": worker, "home": str(home),
             "listener": listener}
@@ -124,17 +126,6 @@ def serve_local(
         if server is not None:
             server.stop()
     return info
-
-
-def _start_listener() -> Any:
-    """The clip server of the review pages (:mod:`cinedub.llm.listen`) on its port, or None when the port is taken
-    (another ``serve`` or ``review-serve`` already serves clips there)."""
-    from cinedub.llm.listen import DEFAULT_LISTEN_PORT, ListenServer
-
-    try:
-        return ListenServer(int(os.environ.get("CINEDUB_LISTEN_PORT", DEFAULT_LISTEN_PORT))).start()
-    except OSError:
-        return None
 
 
 def _api() -> str:

@@ -12,7 +12,7 @@ packaging) run in parallel. Two layers do it:
    With ``--limit 1`` the worker alone already gives one run per GPU.
 
 The LLM correction stage holds ``llm-inflight`` around each request (:class:`PrefectLimits`, injected into the
-Prefect-free client of :mod:`cinedub.llm`, or :func:`llm_slot`), so however many workers run, the OpenAI-compatible
+Prefect-free client of :mod:`cinedub.llm`), so however many workers run, the OpenAI-compatible
 endpoint never sees more than that many requests at once. :func:`prefect_secret` reads the client's API key from a
 Prefect ``Secret`` block when the configuration names one.
 
@@ -145,15 +145,6 @@ def gpu_slot(device: str, lease_duration_s: float = 600) -> Iterator[None]:
 
     name = os.environ.get(ENV_GPU_SLOT) or gpu_limit_name()
     with concurrency(name, occupy=1, lease_duration=lease_duration_s, strict=False):
-        yield
-
-
-@contextmanager
-def llm_slot(timeout_s: float | None = None) -> Iterator[None]:
-    """Hold one of the ``llm-inflight`` slots for one request to the LLM endpoint."""
-    from prefect.concurrency.sync import concurrency
-
-    with concurrency(LLM_LIMIT, occupy=1, timeout_seconds=timeout_s, strict=False):
         yield
 
 

@@ -320,19 +320,19 @@ def serve_review(name: str = "review", limit: int | None = None, listen_port: in
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from cinedub.llm.listen import DEFAULT_LISTEN_PORT, ListenServer
+    from cinedub.llm.listen import listen_port as default_listen_port
+    from cinedub.llm.listen import start_listener
     from flows.local import require_server
 
     api = require_server()
     os.environ["PREFECT_API_URL"] = api  # the flow-run processes the runner starts
 
-    port = listen_port or int(os.environ.get("CINEDUB_LISTEN_PORT", DEFAULT_LISTEN_PORT))
-    try:
-        listener: ListenServer | None = ListenServer(port).start()
+    port = listen_port or default_listen_port()
+    listener = start_listener(port)
+    if listener is not None:
         os.environ.setdefault("CINEDUB_LISTEN_URL", listener.url)
         print(f"cinedub review-serve: clips served on {listener.url}", flush=True)
-    except OSError:
-        listener = None
+    else:
         print(f"cinedub review-serve: port {port} in use: using the clip server there", flush=True)
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):  # settings are read at import, not from the env

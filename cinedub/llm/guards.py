@@ -57,7 +57,6 @@ from cinedub.text import base_language, normalize_for_scoring
 from cinedub.types import Word
 
 _NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja"})
-BLOCKING_CHECKS = frozenset({"schema", "labels", "speakers", "similarity"})
 REVIEW_CHECKS = frozenset({"free_text", "edit_scope"})
 
 # Instruction-like text, by kind. The phrases are those of published prompt-injection attacks and benchmarks
@@ -103,7 +102,8 @@ class GuardCheck:
 
     @property
     def blocking(self) -> bool:
-        """True for the guards whose failure keeps the ASR result (:data:`BLOCKING_CHECKS`)."""
+        """True for the guards whose failure keeps the ASR result (all but :data:`REVIEW_CHECKS`, whose failure only
+        sends the clip to review)."""
         return self.name not in REVIEW_CHECKS
 
     def to_dict(self) -> dict[str, object]:

@@ -93,11 +93,6 @@ class CallLimiter:
         self.used_shared: set[str] = set()
         self._lock = threading.Lock()
 
-    @property
-    def used_prefect(self) -> set[str]:
-        """Alias of :attr:`used_shared` (the shared limits are Prefect's in every CineDub deployment)."""
-        return self.used_shared
-
     def _shared_name(self, name: str | None) -> str | None:
         if not name or self.shared is None:
             return None

@@ -29,12 +29,26 @@ DEFAULT_LISTEN_PORT = 4210
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+def listen_port() -> int:
+    """The clip server's port: ``$CINEDUB_LISTEN_PORT``, default 4210."""
+    return int(os.environ.get("CINEDUB_LISTEN_PORT", DEFAULT_LISTEN_PORT))
+
+
 def listen_base_url() -> str:
     """``$CINEDUB_LISTEN_URL``, else ``http://127.0.0.1:$CINEDUB_LISTEN_PORT`` (default port 4210)."""
     url = os.environ.get("CINEDUB_LISTEN_URL")
     if url:
         return url.rstrip("/")
-    return f"http://127.0.0.1:{int(os.environ.get('CINEDUB_LISTEN_PORT', DEFAULT_LISTEN_PORT))}"
+    return f"http://127.0.0.1:{listen_port()}"
+
+
+def start_listener(port: int | None = None) -> ListenServer | None:
+    """A started :class:`ListenServer` on ``port`` (default :func:`listen_port`), or None when the port is taken
+    (another ``serve`` or ``review-serve`` already serves clips there)."""
+    try:
+        return ListenServer(port or listen_port()).start()
+    except OSError:
+        return None
 
 
 def listen_url(base: str, out_dir: str | Path, clip_id: str) -> str:

@@ -53,10 +53,10 @@ class FacesStage(Stage):
 
     def setup(self) -> None:
         self.detector = build_detector(self.cfg.vision, self.cfg.models_dir, self.device)
-        if self.cfg.vision.landmarks:  # load mediapipe and its FaceMesh graph once per worker, not per source
-            from cinedub.vision.landmarks import LipLandmarker
-
-            LipLandmarker().close()
+        if self.cfg.vision.landmarks:
+            # import mediapipe once per worker (seconds on 2 cores); each track builds its own FaceMesh graph,
+            # since FaceMesh's tracking state must not carry from one face to the next
+            import mediapipe  # noqa: F401
         self.detector_name = f"{self.detector.name}:{getattr(self.detector, 'model_file', '')}"
 
     def process(
@@ -98,7 +98,6 @@ class FacesStage(Stage):
             detector_name=self.detector_name,
             shot_cfg=self.cfg.shots if shots is None else None,
             progress=progress,
-            total_frames=source.n_frames,
             end_limit_ms=source.duration_ms,
             declared_frames=source.n_frames,
         )

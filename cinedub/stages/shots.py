@@ -10,10 +10,7 @@ one or more on variable-frame-rate files with missing frames), the same indices 
 are the decoded frames' presentation times: on a constant-rate source they equal :func:`cinedub.timebase.frame_to_ms`
 of the exact rate (``Fraction(24000, 1001)`` for 23.976 fps, never an assumed 25); where they do not (variable frame
 rate, frames dropped or lost to corrupt packets) every frame's time is kept in ``ShotList.frame_pts_ms``. The last
-shot ends one frame after the last frame, and never after the source. Milliseconds come from the source's exact frame rate through
-:func:`cinedub.timebase.frame_to_ms` (``Fraction(24000, 1001)`` for 23.976 fps, never an assumed 25); for a
-variable-frame-rate source (``Source.variable_frame_rate``) they come from the decoded frame's presentation time
-instead, since ``index / fps`` drifts there.
+shot ends one frame after the last frame, and never after the source.
 
 """
 
@@ -90,8 +87,7 @@ class ShotStage(Stage):
         if stats.bad_packets:
             logger.warning("%s: %d corrupt video packets skipped (%s)", Path(video_path).name, stats.bad_packets,
                            "; ".join(stats.errors))
-        shots = finder.finish(self.cfg.shots.detector, source_duration_ms=source.duration_ms,
-                              declared_frames=source.n_frames)
+        shots = finder.finish(source_duration_ms=source.duration_ms, declared_frames=source.n_frames)
         logger.info("%s: %d shots (cuts at frames %s) in %.1f s", Path(video_path).name, len(shots.shots),
                     shots.cut_frames, time.perf_counter() - t0)
         return shots

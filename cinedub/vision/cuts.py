@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cinedub.timebase import frame_to_ms
 from cinedub.types import Shot, ShotList
+
+if TYPE_CHECKING:
+    from cinedub.config import ShotConfig
 
 log = logging.getLogger("cinedub.shots")
 
@@ -78,7 +82,7 @@ class CutFinder:
     frame the shot of a frame is final, then :meth:`finish` for the :class:`ShotList`.
     """
 
-    def __init__(self, cfg, fps: Fraction, frame_size: tuple[int, int]):
+    def __init__(self, cfg: ShotConfig, fps: Fraction, frame_size: tuple[int, int]):
         from scenedetect.scene_manager import compute_downscale_factor
 
         self.cfg = cfg
@@ -122,8 +126,7 @@ class CutFinder:
         """First frame of every shot found so far (0 first)."""
         return [0, *sorted({c for c in self.cuts if c > 0})]
 
-    def finish(self, detector_name: str, *, source_duration_ms: int | None = None,
-               declared_frames: int | None = None) -> ShotList:
+    def finish(self, *, source_duration_ms: int | None = None, declared_frames: int | None = None) -> ShotList:
         """The shots after the last frame (the detector's post-processing runs here).
 
         Milliseconds are the pushed frames' presentation times: on an evenly spaced stream they equal
@@ -132,16 +135,17 @@ class CutFinder:
         frame after the last frame, never after the source.
 
         Args:
-            detector_name: recorded in the ShotList ("adaptive" / "content").
             source_duration_ms: the source's duration (the last shot's end is clamped to it).
             declared_frames: frames the container declares (``Source.n_frames``); fewer pushed = frames lost.
+
+        Raises:
+            ValueError: no frame was pushed (callers report the file as undecodable first).
         """
         n = self.n_frames
-        if n:
-            for tc in self.detector.post_process(self._timecode(n - 1)):
-                self.cuts.append(int(tc.frame_num))
         if n == 0:
-            return ShotList(fps=self.fps, n_frames=0, shots=(), detector=detector_name)
+            raise ValueError("no frame was pushed: there are no shots to find")
+        for tc in self.detector.post_process(self._timecode(n - 1)):
+            self.cuts.append(int(tc.frame_num))
         times = self.frame_ms
         uneven = any(abs(t - frame_to_ms(i, self.fps)) > 1 for i, t in enumerate(times))
         end_ms = times[-1] + frame_to_ms(n, self.fps) - frame_to_ms(n - 1, self.fps)
@@ -151,5 +155,5 @@ class CutFinder:
         if lost:
             log.warning("%d of the %d frames the container declares could not be decoded", lost, declared_frames)
         shots = shots_from_cuts(self.cuts, n, self.fps, [*times, max(end_ms, times[-1])])
-        return ShotList(fps=self.fps, n_frames=n, shots=tuple(shots), detector=detector_name,
+        return ShotList(fps=self.fps, n_frames=n, shots=tuple(shots), detector=self.cfg.detector,
                         frame_pts_ms=tuple(times) if uneven else (), frames_lost=lost)

@@ -15,8 +15,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from cinedub.errors import MediaError
 from cinedub.progress import Reporter, no_report
-from cinedub.timebase import merge_spans
+from cinedub.timebase import merge_spans, ms_to_frames
 from cinedub.types import ShotList
 from cinedub.vision.config import VisionConfig
 from cinedub.vision.cuts import CutFinder
@@ -40,6 +40,9 @@ from cinedub.vision.landmarks import (
 )
 from cinedub.vision.records import FaceFrame, FaceTrack, FaceTrackList
 from cinedub.vision.track import FaceTracker, RawTrack, keep_track
+
+if TYPE_CHECKING:
+    from cinedub.config import ShotConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +111,6 @@ class _SpanTest:
         return self.k < len(self.spans) and pts_ms >= self.spans[self.k][0]
 
 
-def ms_to_frames(ms: float, fps: Fraction) -> int:
-    """Number of frames lasting ``ms`` at ``fps`` (rounded)."""
-    return int(round(Fraction(ms) * fps / 1000))
-
-
 def extract_faces(
     video_path: str | Path,
     out_path: str | Path,
@@ -123,9 +121,8 @@ def extract_faces(
     vcfg: VisionConfig,
     detector: FaceDetector,
     detector_name: str = "",
-    shot_cfg=None,
+    shot_cfg: ShotConfig | None = None,
     progress: Reporter = no_report,
-    total_frames: int | None = None,
     end_limit_ms: int | None = None,
     declared_frames: int | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
@@ -139,11 +136,13 @@ def extract_faces(
         shots: shot boundaries (a track never spans two shots); None = one shot, unless ``shot_cfg`` is given.
         vcfg: thresholds, crop sizes, encoding.
         detector: a :class:`cinedub.vision.detect.FaceDetector`.
-    shot_cfg=None,
-    progress: Reporter = no_report,
-    total_frames: int | None = None,
+        detector_name: the detector's provenance name, recorded in the track list.
+        shot_cfg: the ``shots`` section: find the shots in this same decoding pass (every frame is decoded and fed
+            to :class:`cinedub.vision.cuts.CutFinder`) and return them in the record; needs ``shots`` None.
+        progress: ``progress(done, total, "frames")`` per decoded frame while the shots are found.
         end_limit_ms: the source's duration: no track (and no shot) ends after it.
-        declared_frames: frames the container declares (``Source.n_frames``), to count frames lost to corrupt data.
+        declared_frames: frames the container declares (``Source.n_frames``): the progress total, and to count
+            frames lost to corrupt data.
 
     Frame indices are the decode order. With ``shot_cfg`` every frame is decoded in sequence (corrupt packets
     skipped as ffmpeg does and counted in ``FaceTrackList.bad_packets``), so indices count the frames decoded; with
@@ -242,7 +241,7 @@ def extract_faces(
     # shot is final (the cut finder reports a cut a few frames late) and their successor is known.
     cuts = CutFinder(shot_cfg, fps, (info.width, info.height)) if shot_cfg is not None else None
     sched = {"prev": None, "last_key_ms": None}  # (index, shot) of the last frame fed to the tracker
-    per_key = max(1, round(vcfg.detect_every_ms / frame_ms)) if vcfg.detect_every_ms > 0 else 1
+    per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
@@ -289,7 +288,7 @@ def extract_faces(
             stats.n_frames_all += 1
             if cuts is not None:
                 cuts.push(frame.index, frame.pts_ms, frame.small(cuts.size))
-                progress(stats.n_frames_all, total_frames, "frames")
+                progress(stats.n_frames_all, declared_frames, "frames")
                 if not in_span(frame.pts_ms):
                     continue
             stats.n_frames += 1
@@ -302,7 +301,7 @@ def extract_faces(
         if cuts is not None:
             if cuts.n_frames == 0:
                 raise MediaError(video_path, "no video frame could be decoded")
-            found = cuts.finish(shot_cfg.detector, source_duration_ms=end_limit_ms, declared_frames=declared_frames)
+            found = cuts.finish(source_duration_ms=end_limit_ms, declared_frames=declared_frames)
         flush(True)
         for t in tracker.flush():
             finish(t)

@@ -1,14 +1,12 @@
 """Same input, same configuration, same dataset: `cinedub run` twice gives byte-identical shards, also when the
 second run is SIGKILLed during ASR and restarted.
 
-Two inputs: real footage whose speech makes Whisper fall back to sampling (below) and a meeting-style recording
-built from ``en_2spk_audio`` (two telephone speakers who overlap: diarization and overlap regions must repeat too).
-
-The input is real footage whose speech makes Whisper fall back to temperature sampling (a talk-show reaction shot,
+Two inputs: real footage whose speech makes Whisper fall back to temperature sampling (a talk-show reaction shot,
 ``av_speakers/react_12.mp4``: an off-screen speaker over laughter; the test checks that the fallback did run), the
-case where unseeded sampling made two runs of one file differ. Visual stages are off to keep it short; the visual
-stages' determinism is covered by ``test_run.py::test_killed_run_resumes_to_same_result`` (same checksums after a
-kill and resume with faces on).
+case where unseeded sampling made two runs of one file differ; and a meeting-style recording built from
+``en_2spk_audio`` (two telephone speakers who overlap: diarization and overlap regions must repeat too). Visual
+stages are off to keep it short; the visual stages' determinism is covered by
+``test_run.py::test_killed_run_resumes_to_same_result`` (same checksums after a kill and resume with faces on).
 """
 
 from __future__ import annotations

@@ -219,3 +219,14 @@ def test_sparse_detection_keeps_recall_and_boxes(media_dir, vcfg, detector, tmp_
           f"{np.median(err):.3f}, 95th percentile {np.quantile(err, 0.95):.3f}")
     assert np.median(err) <= 0.03 and np.quantile(err, 0.95) <= 0.10
     assert np.mean([sparse[2][f]["landmarks_ok"] for f in sparse[2]]) >= 0.98
+    if cuts:
+        # the pipeline's path: the shots found in the same decoding pass (frames held until their shot is final)
+        # are PySceneDetect's own, and the faces are those found with the shots given
+        from cinedub.config import ShotConfig
+
+        res, _ = extract_faces(path, tmp_path / "f-cuts.parquet", source_id="s", speech_spans_ms=[span], shots=None,
+                               shot_cfg=ShotConfig(), vcfg=vcfg.model_copy(update={"detect_every_ms": 200}),
+                               detector=detector)
+        assert res.shots is not None and res.shots.cut_frames == shots.cut_frames
+        rows = pq.read_table(res.frames_path, columns=["frame_index", "box_xyxy"]).to_pylist()
+        assert {r["frame_index"]: r["box_xyxy"] for r in rows} == {f: r["box_xyxy"] for f, r in sparse[2].items()}
