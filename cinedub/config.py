@@ -207,6 +207,10 @@ class Config(BaseSettings):
         work_dir: per-source intermediate files (audio, JSON records); default ``<out>/.work``.
         run_diarization: run speaker diarization (turns, word speakers, overlaps).
         run_visual: run faces, lips and active speaker detection (frame-level face data in the shards).
+        concurrent_sources: sources one ``cinedub run`` processes at once. Each stage still handles one source at
+            a time per process (:meth:`cinedub.stages.base.Stage.exclusive`), so with 2 the next source's ASR runs
+            while this one's faces do: the stages pipeline across sources and use the cores one stage leaves idle.
+            It changes no output (not part of any cache key); 1 processes the inputs strictly one after another.
     """
 
     model_config = SettingsConfigDict(env_prefix="CINEDUB_", env_nested_delimiter="__", extra="forbid")
@@ -228,6 +232,7 @@ class Config(BaseSettings):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     run_diarization: bool = True
     run_visual: bool = True
+    concurrent_sources: int = Field(2, ge=1, le=64)
 
     @field_validator("languages", mode="before")
     @classmethod
@@ -286,8 +291,10 @@ class Config(BaseSettings):
         return stable_hash({s: data[s] for s in sections}, 12)
 
     def config_hash(self) -> str:
-        """Hash of everything that shapes the output (provenance column ``config_hash``)."""
-        return stable_hash(self.model_dump(mode="json", exclude={"models_dir", "work_dir", "device", "llm"}), 16)
+        """Hash of everything that shapes the output (provenance column ``config_hash``): not where models and
+        files live, the device, the LLM endpoint or how many sources run at once."""
+        runtime_only = {"models_dir", "work_dir", "device", "llm", "concurrent_sources"}
+        return stable_hash(self.model_dump(mode="json", exclude=runtime_only), 16)
 
 
 import contextvars  # noqa: E402

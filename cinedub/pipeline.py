@@ -221,7 +221,8 @@ def execute_step(
     slot: Callable[[Step], AbstractContextManager[Any]] | None = None,
     log_: logging.Logger | None = None,
 ) -> Path:
-    """Run one step: load its inputs, run the stage (inside ``slot(step)``, e.g. a GPU slot), validate the record
+    """Run one step: load its inputs, run the stage (holding its :meth:`~cinedub.stages.base.Stage.exclusive` lock
+    and ``slot(step)``, e.g. a GPU slot), validate the record
     (:func:`cinedub.validate.validate`) and write it atomically. Returns the record's path.
 
     Raises:
@@ -233,7 +234,7 @@ def execute_step(
         inputs = load_inputs(plan, step)
         stage = get_stage(step.stage, plan.cfg)
         ctx = plan.context(step, log_)
-        with (slot(step) if slot is not None else nullcontext()):
+        with stage.exclusive(), (slot(step) if slot is not None else nullcontext()):
             record = stage.process(ctx, **inputs)
         if not isinstance(record, step.stage.record):
             raise TypeError(f"stage {step.name} returned {type(record).__name__}, declared "

@@ -149,6 +149,9 @@ def run(
              "(use the mix).")] = None,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Faces, lips and ASD.")] = None,
     diarization: Annotated[Optional[bool], typer.Option("--diarization/--no-diarization", help="Speaker diarization.")] = None,
+    concurrent_sources: Annotated[Optional[int], typer.Option(
+        min=1, help="Sources processed at once (default 2: the next source's audio stages overlap this one's "
+                    "video stages; each stage takes one source at a time). 1 = one after another.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars per source and stage.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and third-party output.")] = False,
 ) -> None:
@@ -160,7 +163,7 @@ def run(
     """
     verbose = verbose or STATE["verbose"]
     overrides: dict = {"models_dir": models_dir, "device": device, "languages": languages, "run_visual": visual,
-                       "run_diarization": diarization}
+                       "run_diarization": diarization, "concurrent_sources": concurrent_sources}
     if separation:
         overrides["separation"] = {"method": separation}
     cfg = _load_config(config, **overrides)

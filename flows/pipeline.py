@@ -22,9 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from cinedub import progress
 from cinedub.atomic import write_json_atomic
@@ -207,9 +210,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@task(name="source", task_run_name="source-{path}", cache_policy=NO_CACHE, persist_result=False)
+def source_task(path: str, out_dir: str, cfg: Config, storage: str) -> dict[str, Any]:
+    """One source's child flow run (:func:`process_source`) inside the parent's thread pool. Returns its entry of
+    the run report: the source's summary, or ``status: failed`` with the one-line reason (logged)."""
+    state = process_source(path, out_dir, cfg, name=Path(path).name, storage=storage, return_state=True)
+    if state.is_completed():
+        return {"input": path, **state.result()}
+    reason = state.message or f"run ended {state.type.value}"
+    if "exception" in reason.lower():  # an unexpected error: name it as the child raised it
+        try:
+            state.result()
+        except BaseException as exc:  # noqa: BLE001 - the child's exception, re-raised by .result()
+            reason = failure_reason(exc)
+    get_run_logger().error("FAILED %s", reason if path in reason else f"{path}: {reason}")
+    return {"input": path, "status": "failed", "reason": reason}
+
+
 @flow(name="cinedub-run", log_prints=True)
 def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> dict[str, Any]:
-    """Process many inputs, one child flow run each; a failed input is recorded and the others go on.
+    """Process many inputs, one child flow run each (``cfg.concurrent_sources`` at once); a failed input is recorded
+    and the others go on.
 
     The run report (``<out_dir>/runs/``) and the manifest are rewritten after every source, so readers see the
     shards that landed even if the run is killed later; a run killed before is marked ``crashed`` first.
@@ -229,25 +250,26 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
     storage = ensure_result_storage(work_root(cfg, out))
     artifact_id = create_progress_artifact(0.0, key="cinedub-run-progress", description=f"{len(inputs)} inputs")
 
-    for i, path in enumerate(inputs):
-        name = Path(path).name
-        state = process_source(path, str(out), cfg, name=name, storage=storage, return_state=True)
-        if state.is_completed():
-            summary = state.result()
-            report.inputs.append({"input": path, **summary})
-        else:
-            reason = state.message or f"run ended {state.type.value}"
-            if "exception" in reason.lower():  # an unexpected error: name it as the child raised it
-                try:
-                    state.result()
-                except BaseException as exc:  # noqa: BLE001 - the child's exception, re-raised by .result()
-                    reason = failure_reason(exc)
-            logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
-            report.inputs.append({"input": path, "status": "failed", "reason": reason})
-        build_manifest(out)  # the source's shards are visible to readers now
-        report.write(out)
-        progress.source_finished(name, report.inputs[-1]["status"])
-        update_progress_artifact(artifact_id, 100.0 * (i + 1) / max(1, len(inputs)))
+    # Sources run concurrently (cfg.concurrent_sources), each a child flow run inside a task of this flow's thread
+    # pool; every stage instance takes one source at a time, so they pipeline through the stages.
+    runner = ThreadPoolTaskRunner(max_workers=max(1, min(cfg.concurrent_sources, len(inputs))))
+    done: dict[int, dict[str, Any]] = {}
+    with runner:
+        futures = {runner.submit(source_task, {"path": path, "out_dir": str(out), "cfg": cfg, "storage": storage}): i
+                   for i, path in enumerate(inputs)}
+        for future in as_completed(list(futures)):
+            i, path = futures[future], inputs[futures[future]]
+            try:
+                done[i] = future.result()
+            except Exception as exc:  # noqa: BLE001 - the task itself broke (not the source's flow): record it
+                reason = failure_reason(exc)
+                logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
+                done[i] = {"input": path, "status": "failed", "reason": reason}
+            report.inputs = [done[k] for k in sorted(done)]  # input order, whatever finishes first
+            build_manifest(out)  # the source's shards are visible to readers now
+            report.write(out)
+            progress.source_finished(Path(path).name, done[i]["status"])
+            update_progress_artifact(artifact_id, 100.0 * len(done) / max(1, len(inputs)))
 
     manifest = build_manifest(out)
     if manifest["shards"]:

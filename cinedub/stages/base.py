@@ -118,6 +118,7 @@ class Stage:
         self.device = self.device_for(cfg)
         self._ready = False
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ declared, per config
 
@@ -179,6 +180,12 @@ class Stage:
             if not self._ready:
                 self.setup()
                 self._ready = True
+
+    def exclusive(self) -> threading.Lock:
+        """The lock a runner holds around :meth:`process`: one call of an instance at a time, so sources processed
+        concurrently (``Config.concurrent_sources``) pipeline through the stages instead of sharing a model that
+        keeps per-call state (dlib's network, a seeded decoder, buffers)."""
+        return self._call_lock
 
     def process(self, ctx: StageContext, **inputs: Any) -> Record:
         """Turn the input records (keyword arguments named as ``inputs``; None for a disabled optional one) into

@@ -85,13 +85,15 @@ def inputs(tmp_path_factory, media_dir: Path) -> dict[str, Path]:
     }
 
 
+MAIN_ORDER = ["dialogue", "truncated", "titanic", "damaged", "text", "silent", "no_audio", "zh", "audio_only"]
+
+
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory, inputs, models_dir):
     out = tmp_path_factory.mktemp("out")
     home = tmp_path_factory.mktemp("prefect-home")
-    order = ["dialogue", "truncated", "titanic", "damaged", "text", "silent", "no_audio", "zh", "audio_only"]
     t0 = time.time()
-    proc = subprocess.run(_run_cmd([inputs[k] for k in order], out, models_dir), capture_output=True, text=True,
+    proc = subprocess.run(_run_cmd([inputs[k] for k in MAIN_ORDER], out, models_dir), capture_output=True, text=True,
                           cwd=REPO, env=_env(home), timeout=1500)
     print(f"main run: {time.time() - t0:.0f} s, exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return out, proc
@@ -136,6 +138,22 @@ def test_bad_inputs_fail_clearly_and_good_ones_produce_shards(main_run, inputs):
         by_input[inputs[k].name]["source_id"] for k in ("dialogue", "titanic", "zh", "damaged")
     }
     assert "truncated.mp4" in proc.stdout + proc.stderr
+
+
+def test_sources_pipeline_through_the_stages(main_run, inputs):
+    """Two sources at a time (the default ``concurrent_sources``): some source's ASR record lands while another
+    source is still between its ASR and its packaging (their stages overlap; a one-at-a-time run never does), and
+    the report keeps the order of the command line."""
+    out, _ = main_run
+    assert [r["input"] for r in _report(out)["inputs"]] == [str(inputs[k]) for k in MAIN_ORDER]
+    spans = []  # (ASR record written, package record written) per packaged source, from the work folders
+    for src in (out / ".work").iterdir():
+        asr, package = sorted(src.glob("asr-*.json")), sorted(src.glob("package-*.json"))
+        if asr and package:
+            spans.append((asr[0].stat().st_mtime, package[0].stat().st_mtime))
+    assert len(spans) == 4, spans  # dialogue, titanic, damaged, zh
+    spans.sort()
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
 
 
 def test_shards_read_with_pyarrow_and_datasets(main_run):
