@@ -101,7 +101,8 @@ class ScrfdDetector:
                 log.warning("SCRFD graph has a fixed %s input; det_size %d ignored", fixed, self.det_size)
                 self.det_size = int(fixed[0])
         self.batch_size = batch_size if self.batched else 1
-        self._centers: dict[tuple[int, int], np.ndarray] = {}
+        self._centers: dict[tuple[int, int, int], np.ndarray] = {}
+        self._blob: np.ndarray | None = None  # the input batch, reused from call to call
 
     @staticmethod
     def _dynamic_session(onnx_path: Path, providers: list):
@@ -133,38 +134,53 @@ class ScrfdDetector:
         return out
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Letterbox each image into ``det_size`` (longer side) and run one batch. With the dynamic-size session the
+        canvas is cut to the batch's content rounded up to the coarsest stride (32): a 16:9 frame runs on 640x384
+        instead of 640x640, 40 % less compute for the same pixels (the cut rows were padding)."""
         m, size = self.model, self.det_size
-        canvases, scales = [], []
+        scales, dims = [], []
         for img in images:
             h, w = img.shape[:2]
             scale = min(size / h, size / w)
-            nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
-            canvas = np.zeros((size, size, 3), dtype=np.uint8)
-            canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
-            canvases.append(canvas)
-            scales.append(nh / h)
-        blob = cv2.dnn.blobFromImages(
-            canvases, 1.0 / m.input_std, (size, size), (m.input_mean,) * 3, swapRB=True
-        )
+            dims.append((max(1, int(h * scale)), max(1, int(w * scale))))
+            scales.append(dims[-1][0] / h)
+        if self.batched:
+            ch = min(size, -(-max(d[0] for d in dims) // 32) * 32)
+            cw = min(size, -(-max(d[1] for d in dims) // 32) * 32)
+        else:
+            ch = cw = size
+        # (x - mean) / std in RGB, NCHW: what cv2.dnn.blobFromImages(swapRB=True) computes, on the content only
+        pad = (0.0 - m.input_mean) / m.input_std  # the letterbox's black, normalised
+        shape = (len(images), 3, ch, cw)
+        if self._blob is None or self._blob.shape != shape:  # reused: a fresh 40 MB array costs its page faults
+            self._blob = np.empty(shape, np.float32)
+        blob = self._blob
+        for b, (img, (nh, nw)) in enumerate(zip(images, dims)):
+            blob[b, :, nh:, :] = pad
+            blob[b, :, :nh, nw:] = pad
+            dst = blob[b, :, :nh, :nw]
+            dst[...] = cv2.resize(img, (nw, nh)).transpose(2, 0, 1)[::-1]
+            dst -= m.input_mean
+            dst *= 1.0 / m.input_std
         if self.batched:
             outs = self.session.run(None, {m.input_name: blob})
         else:
             outs = m.session.run(m.output_names, {m.input_name: blob})
         n = len(images)
         outs = [o.reshape(n, -1, o.shape[-1]) for o in outs]
-        return [self._decode([o[b] for o in outs], scales[b], images[b].shape) for b in range(n)]
+        return [self._decode([o[b] for o in outs], scales[b], images[b].shape, (ch, cw)) for b in range(n)]
 
-    def _decode(self, outs: list[np.ndarray], scale: float, shape: tuple) -> np.ndarray:
+    def _decode(self, outs: list[np.ndarray], scale: float, shape: tuple, canvas: tuple[int, int]) -> np.ndarray:
         from insightface.model_zoo.scrfd import distance2bbox, distance2kps
 
-        m, size, fmc = self.model, self.det_size, self.model.fmc
+        m, fmc = self.model, self.model.fmc
         scores_l, boxes_l, kps_l = [], [], []
         for idx, stride in enumerate(m._feat_stride_fpn):
             scores = outs[idx][:, 0]
             keep = np.where(scores >= self.threshold)[0]
             if keep.size == 0:
                 continue
-            centers = self._anchor_centers(size // stride, size // stride, stride)[keep]
+            centers = self._anchor_centers(canvas[0] // stride, canvas[1] // stride, stride)[keep]
             boxes_l.append(distance2bbox(centers, outs[idx + fmc][keep] * stride))
             kps_l.append(distance2kps(centers, outs[idx + 2 * fmc][keep] * stride).reshape(-1, 10) if m.use_kps
                          else np.zeros((keep.size, 10), np.float32))
@@ -181,7 +197,7 @@ class ScrfdDetector:
         return _clip_and_filter(res, shape, self.min_face_px)
 
     def _anchor_centers(self, h: int, w: int, stride: int) -> np.ndarray:
-        key = (h, stride)
+        key = (h, w, stride)
         if key not in self._centers:
             c = (np.stack(np.mgrid[:h, :w][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
             na = self.model._num_anchors
