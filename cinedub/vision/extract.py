@@ -13,7 +13,9 @@ import bisect
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,9 +92,48 @@ class ExtractStats:
 @dataclass
 class _Emitter:
     track: RawTrack
-    next_pos: int = 0
-    rows: list[dict] = field(default_factory=list)
+    next_pos: int = 0  # positions before it are handed to the crop worker (main thread's cursor)
+    rows: list[dict] = field(default_factory=list)  # filled by the crop worker
     landmarker: LipLandmarker | None = None
+
+
+# Frames handed to the crop worker and not cropped yet, at most: a constant, like the decode buffer (about
+# max_gap + smoothing window frames), so memory does not grow with the source.
+_MAX_FRAMES_IN_FLIGHT = 16
+
+
+class _CropWorker:
+    """One background thread that runs the crop/lip jobs in submission order, while the calling thread decodes and
+    detects (FaceMesh, warps and JPEG encoding release the GIL, so the two overlap on two cores). Jobs of one track
+    stay in order (its FaceMesh tracks across consecutive frames) and a track's rows are final when its finish job
+    has run. At most ``max_frames`` frames wait in jobs; :meth:`submit` blocks beyond that. A job's exception is
+    raised by a later :meth:`submit` or by :meth:`drain`."""
+
+    def __init__(self, max_frames: int):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces-crops")
+        self._jobs: deque[tuple[Future, int]] = deque()
+        self._frames = 0
+        self._max_frames = max_frames
+
+    def submit(self, fn, *args, frames: int = 0) -> None:
+        while self._jobs and (self._jobs[0][0].done() or self._frames + frames > self._max_frames):
+            self._pop()
+        self._jobs.append((self._pool.submit(fn, *args), frames))
+        self._frames += frames
+
+    def _pop(self) -> None:
+        job, n = self._jobs.popleft()
+        self._frames -= n
+        job.result()
+
+    def drain(self) -> None:
+        """Wait for every job (re-raising the first failure)."""
+        while self._jobs:
+            self._pop()
+
+    def close(self) -> None:
+        """Cancel the jobs not started, wait for the running one."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _SpanTest:
@@ -174,22 +215,37 @@ def extract_faces(
     pending_rows: list[dict] = []
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
+    started: list[_Emitter] = []  # every emitter made, to close their FaceMesh graphs if the run fails
+    crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
     kept: list[FaceTrack] = []
     face_frames: set[int] = set()
 
     def emit(em: _Emitter, upto: int) -> None:
+        """Hand positions ``next_pos..upto`` of a track (their frames) to the crop worker."""
+        if em.next_pos >= upto:
+            return
+        frames = [buffer[em.track.frames[p]] for p in range(em.next_pos, upto)]
+        crops.submit(crop_job, em, em.next_pos, frames, frames=len(frames))
+        em.next_pos = upto
+
+    def crop_job(em: _Emitter, start: int, frames: list[DecodedFrame]) -> None:  # on the crop worker
         t0 = time.perf_counter()
-        if em.next_pos < upto and em.landmarker is None and vcfg.landmarks:
+        if em.landmarker is None and vcfg.landmarks:
             em.landmarker = LipLandmarker()  # created late: most one-frame false positives never get one
-        while em.next_pos < upto:
-            em.rows.append(_crop_row(em, em.next_pos, buffer, half, vcfg))
-            em.next_pos += 1
+        for pos, frame in enumerate(frames, start):
+            em.rows.append(_crop_row(em, pos, frame, half, vcfg))
         stats.crop_s += time.perf_counter() - t0
 
     def finish(track: RawTrack) -> None:
         em = emitters.pop(track.track_no)
-        if keep_track(track, min_frames=min_frames, min_face_px=vcfg.min_track_face_px):
+        keep = keep_track(track, min_frames=min_frames, min_face_px=vcfg.min_track_face_px)
+        if keep:
             emit(em, len(track.frames))
+        crops.submit(finish_job, em, keep)
+
+    def finish_job(em: _Emitter, keep: bool) -> None:  # on the crop worker, after the track's crop jobs
+        track = em.track
+        if keep:
             track_id = f"{source_id}-T{track.track_no:05d}"
             for row in em.rows:
                 row["track_id"] = track_id
@@ -212,6 +268,7 @@ def extract_faces(
             )
         if em.landmarker is not None:
             em.landmarker.close()
+            em.landmarker = None
         if len(pending_rows) >= _FLUSH_ROWS:
             writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
             pending_rows.clear()
@@ -224,6 +281,7 @@ def extract_faces(
             em = emitters.get(t.track_no)
             if em is None:
                 em = emitters[t.track_no] = _Emitter(t)
+                started.append(em)
             emit(em, len(t.frames) - half)  # positions whose smoothing window is complete
         oldest = frame.index + 1
         for t in tracker.active:
@@ -305,14 +363,17 @@ def extract_faces(
         flush(True)
         for t in tracker.flush():
             finish(t)
+        crops.drain()
+        crops.close()
         if pending_rows:
             writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
         writer.close()
         os.replace(tmp, out_path)
     except BaseException:
+        crops.close()
         writer.close()
         tmp.unlink(missing_ok=True)
-        for em in emitters.values():
+        for em in started:
             if em.landmarker is not None:
                 em.landmarker.close()
         raise
@@ -362,8 +423,9 @@ def _median_window(values: np.ndarray, pos: int, half: int) -> float:
     return float(np.median(values[lo:hi]))
 
 
-def _crop_row(em: _Emitter, pos: int, buffer: dict[int, DecodedFrame], half: int, vcfg: VisionConfig) -> dict:
-    """Face crop, lips and mouth crop of position ``pos`` of a track (its frame must be in ``buffer``)."""
+def _crop_row(em: _Emitter, pos: int, frame: DecodedFrame, half: int, vcfg: VisionConfig) -> dict:
+    """Face crop, lips and mouth crop of position ``pos`` of a track (``frame`` is its frame); the track's geometry
+    up to ``pos + half`` must be final (tracks only append)."""
     t = em.track
     lo, hi = max(0, pos - half), min(len(t.frames), pos + half + 1)
     boxes = np.asarray(t.boxes[lo:hi], np.float64)
@@ -375,7 +437,6 @@ def _crop_row(em: _Emitter, pos: int, buffer: dict[int, DecodedFrame], half: int
     roll = 0.0
     if vcfg.align_roll and np.any(kps[:, :4]):
         roll = _median_window(np.array([roll_from_eyes(k) for k in kps]), p, half)
-    frame = buffer[t.frames[pos]]
     fa = face_affine((cx, cy), size, roll, crop_scale=vcfg.crop_scale, out_size=vcfg.face_crop_size)
     face = warp(frame.image, fa, vcfg.face_crop_size)
     lips = em.landmarker.lips(face, fa) if em.landmarker is not None else None
