@@ -23,6 +23,7 @@ from cinedub.errors import ModelNotFoundError
 SAMPLE_RATE_HZ = 16_000
 N_FFT = 400  # 25 ms at 16 kHz (Resemblyzer mel_window_length)
 HOP_SAMPLES = 160  # 10 ms (Resemblyzer mel_window_step)
+_MEL_BLOCK_FRAMES = 6000  # 60 s of frames per block of wav_to_mel
 N_MELS = 40
 EMBED_DIM = 256
 TARGET_DBFS = -30.0  # Resemblyzer audio_norm_target_dBFS
@@ -83,10 +84,15 @@ def wav_to_mel(wav: np.ndarray) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float32)
     padded = np.pad(wav, (N_FFT // 2, N_FFT // 2))
     n_frames = 1 + (len(padded) - N_FFT) // HOP_SAMPLES
-    idx = np.arange(N_FFT)[None, :] + HOP_SAMPLES * np.arange(n_frames)[:, None]
-    frames = padded[idx] * _WINDOW[None, :]
-    power = np.abs(np.fft.rfft(frames, n=N_FFT, axis=1)) ** 2
-    return (power @ _MEL_FB.T).astype(np.float32)
+    out = np.empty((n_frames, N_MELS), np.float32)
+    # In blocks: the framed signal and its complex spectrum are 10x and 40x the audio, so a whole 2-hour recording
+    # at once would take GBs; a block's are a few MB and the result is the same frame by frame.
+    for a in range(0, n_frames, _MEL_BLOCK_FRAMES):
+        b = min(n_frames, a + _MEL_BLOCK_FRAMES)
+        idx = np.arange(N_FFT)[None, :] + HOP_SAMPLES * np.arange(a, b)[:, None]
+        power = np.abs(np.fft.rfft(padded[idx] * _WINDOW[None, :], n=N_FFT, axis=1)) ** 2
+        out[a:b] = power @ _MEL_FB.T
+    return out
 
 
 def normalize_volume(wav: np.ndarray, target_dbfs: float = TARGET_DBFS, increase_only: bool = True) -> np.ndarray:

@@ -33,6 +33,7 @@ from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
 from cinedub.hashing import stable_seed
 from cinedub.ops.language import LanguageDecision, decide_language
+from cinedub.ops.whisper_features import BlockLogMel
 from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.text import normalize_script
@@ -127,6 +128,8 @@ class AsrStage(Stage):
             cpu_threads=self.threads_for(self.cfg),
             local_files_only=not self.cfg.allow_hub,
         )
+        # the same features in 30 s blocks: faster-whisper's own extractor takes ~0.6 MB per second of audio at once
+        self.model.feature_extractor = BlockLogMel(self.model.feature_extractor)
         if asr.batch_size > 1:
             self.pipeline = BatchedInferencePipeline(self.model)
         supported = set(self.model.supported_languages)
