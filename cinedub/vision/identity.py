@@ -139,15 +139,27 @@ def _rows(frames_path: str | Path, track_ids: Sequence[str]) -> dict[str, list[d
     return out
 
 
-def _crops(frames_path: str | Path, chosen: dict[str, list[dict]]) -> dict[tuple[str, int], dict]:
+def _describe_chosen(
+    frames_path: str | Path, chosen: dict[str, list[dict]], describer: FaceDescriber
+) -> dict[tuple[str, int], np.ndarray]:
+    """Descriptor ``(128,)`` of each chosen ``(track_id, frame_index)`` whose crop decodes, reading the Parquet
+    file one row group at a time: memory holds one row group of crops (the faces stage writes about 2000 rows per
+    group) and the descriptors, whatever the source's length."""
     keys = {(t, r["frame_index"]) for t, rs in chosen.items() for r in rs}
+    out: dict[tuple[str, int], np.ndarray] = {}
     if not keys:
-        return {}
-    table = pq.read_table(
-        str(frames_path), columns=["track_id", "frame_index", "box_xyxy", "face_affine", "face_crop"],
-        filters=[("track_id", "in", sorted(chosen)), ("frame_index", "in", sorted({f for _, f in keys}))],
-    )
-    return {(r["track_id"], r["frame_index"]): r for r in table.to_pylist() if (r["track_id"], r["frame_index"]) in keys}
+        return out
+    cols = ["track_id", "frame_index", "box_xyxy", "face_affine", "face_crop"]
+    pf = pq.ParquetFile(str(frames_path))
+    for batch in (pf.read_row_group(i, columns=cols) for i in range(pf.num_row_groups)):
+        pairs = zip(batch.column("track_id").to_pylist(), batch.column("frame_index").to_pylist())
+        take = [i for i, key in enumerate(pairs) if key in keys]
+        for c in batch.take(take).to_pylist() if take else ():
+            img = cv2.imdecode(np.frombuffer(c["face_crop"], np.uint8), cv2.IMREAD_COLOR) if c["face_crop"] else None
+            if img is not None:
+                out[(c["track_id"], c["frame_index"])] = describer.describe(
+                    np.ascontiguousarray(img[:, :, ::-1]), crop_box(c))
+    return out
 
 
 def describe_tracks(
@@ -163,16 +175,10 @@ def describe_tracks(
         n = min(cfg.identity_max_frames_per_track,
                 cfg.identity_frames_per_track + (t.end_ms - t.start_ms) // cfg.identity_ms_per_extra_frame)
         chosen[tid] = select_frames(rows.get(tid, []), int(n))
-    crops = _crops(faces.frames_path, chosen)
+    described = _describe_chosen(faces.frames_path, chosen, describer)
     vectors, counts = {}, {}
     for tid, picks in chosen.items():
-        descs = []
-        for r in picks:
-            c = crops.get((tid, r["frame_index"]))
-            img = cv2.imdecode(np.frombuffer(c["face_crop"], np.uint8), cv2.IMREAD_COLOR) if c and c["face_crop"] else None
-            if img is None:
-                continue
-            descs.append(describer.describe(np.ascontiguousarray(img[:, :, ::-1]), crop_box(c)))
+        descs = [described[(tid, r["frame_index"])] for r in picks if (tid, r["frame_index"]) in described]
         if descs:
             vectors[tid] = np.mean(descs, axis=0)
             counts[tid] = len(descs)

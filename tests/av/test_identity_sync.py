@@ -12,7 +12,7 @@ import pytest
 from cinedub.errors import ModelNotFoundError
 from cinedub.ops.av_config import AvConfig
 from cinedub.vision.av_sync import Envelope, lip_motion, track_sync, window_sync
-from cinedub.vision.identity import (RECOGNITION_FILE, SHAPE_FILE, _crops, _rows, crop_box,
+from cinedub.vision.identity import (RECOGNITION_FILE, SHAPE_FILE, _describe_chosen, _rows,
                                      needs_descriptor, select_frames)
 
 pytestmark = pytest.mark.slow
@@ -23,18 +23,9 @@ def _descriptors(rec, describer, per_track=3):
     ids = [t.track_id for t in rec.faces.tracks]
     rows = _rows(rec.faces.frames_path, ids)
     chosen = {t: select_frames(rows[t], per_track) for t in ids}
-    crops = _crops(rec.faces.frames_path, chosen)
-    import cv2
-
-    out = {}
-    for t, picks in chosen.items():
-        vs = []
-        for r in picks:
-            c = crops[(t, r["frame_index"])]
-            img = cv2.imdecode(np.frombuffer(c["face_crop"], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
-            vs.append(describer.describe(img, crop_box(c)))
-        out[t] = np.stack(vs)
-    return out
+    described = _describe_chosen(rec.faces.frames_path, chosen, describer)
+    assert set(described) == {(t, r["frame_index"]) for t, picks in chosen.items() for r in picks}  # all decode
+    return {t: np.stack([described[(t, r["frame_index"])] for r in picks]) for t, picks in chosen.items()}
 
 
 def test_same_person_close_different_far(av_case, describer):
