@@ -89,7 +89,7 @@ class ExtractStats:
         return self.n_frames / self.total_s if self.total_s else 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: emitters live in a set
 class _Emitter:
     track: RawTrack
     next_pos: int = 0  # positions before it are handed to the crop worker (main thread's cursor)
@@ -215,7 +215,7 @@ def extract_faces(
     pending_rows: list[dict] = []
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
-    started: list[_Emitter] = []  # every emitter made, to close their FaceMesh graphs if the run fails
+    started: set[_Emitter] = set()  # emitters of unfinished tracks, to close their FaceMesh graphs if the run fails
     crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
     kept: list[FaceTrack] = []
     face_frames: set[int] = set()
@@ -269,6 +269,8 @@ def extract_faces(
         if em.landmarker is not None:
             em.landmarker.close()
             em.landmarker = None
+        em.rows = []  # handed on (or dropped): a finished track holds no crops, so memory does not grow with length
+        started.discard(em)
         if len(pending_rows) >= _FLUSH_ROWS:
             writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
             pending_rows.clear()
@@ -281,7 +283,7 @@ def extract_faces(
             em = emitters.get(t.track_no)
             if em is None:
                 em = emitters[t.track_no] = _Emitter(t)
-                started.append(em)
+                started.add(em)
             emit(em, len(t.frames) - half)  # positions whose smoothing window is complete
         oldest = frame.index + 1
         for t in tracker.active:
