@@ -223,7 +223,12 @@ def source_task(path: str, out_dir: str, cfg: Config, storage: str) -> dict[str,
             state.result()
         except BaseException as exc:  # noqa: BLE001 - the child's exception, re-raised by .result()
             reason = failure_reason(exc)
-    get_run_logger().error("FAILED %s", reason if path in reason else f"{path}: {reason}")
+    return _failed_entry(path, reason, get_run_logger())
+
+
+def _failed_entry(path: str, reason: str, logger) -> dict[str, Any]:
+    """The run report's entry of a failed source; its one-line reason (naming the file) goes to the log."""
+    logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
     return {"input": path, "status": "failed", "reason": reason}
 
 
@@ -262,9 +267,7 @@ def run_pipeline(inputs: list[str], out_dir: str, cfg: Config | None = None) -> 
             try:
                 done[i] = future.result()
             except Exception as exc:  # noqa: BLE001 - the task itself broke (not the source's flow): record it
-                reason = failure_reason(exc)
-                logger.error("FAILED %s", reason if path in reason else f"{path}: {reason}")
-                done[i] = {"input": path, "status": "failed", "reason": reason}
+                done[i] = _failed_entry(path, failure_reason(exc), logger)
             report.inputs = [done[k] for k in sorted(done)]  # input order, whatever finishes first
             build_manifest(out)  # the source's shards are visible to readers now
             report.write(out)

@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
 from cinedub.models import DLIB_RECOGNITION, DLIB_SHAPE
 from cinedub.ops.av_config import AvConfig
+from cinedub.vision.landmarks import decode_image
 from cinedub.vision.records import FaceIdentityResult, FaceTrack, FaceTrackList, TrackIdentity
 
 RECOGNITION_FILE = DLIB_RECOGNITION  # found through the model registry (cinedub.models: "face-identity")
@@ -155,10 +155,12 @@ def _describe_chosen(
         pairs = zip(batch.column("track_id").to_pylist(), batch.column("frame_index").to_pylist())
         take = [i for i, key in enumerate(pairs) if key in keys]
         for c in batch.take(take).to_pylist() if take else ():
-            img = cv2.imdecode(np.frombuffer(c["face_crop"], np.uint8), cv2.IMREAD_COLOR) if c["face_crop"] else None
-            if img is not None:
-                out[(c["track_id"], c["frame_index"])] = describer.describe(
-                    np.ascontiguousarray(img[:, :, ::-1]), crop_box(c))
+            try:
+                img = decode_image(c["face_crop"])
+            except ValueError:  # an empty or undecodable crop: the frame is not described
+                continue
+            out[(c["track_id"], c["frame_index"])] = describer.describe(np.ascontiguousarray(img[:, :, ::-1]),
+                                                                         crop_box(c))
     return out
 
 

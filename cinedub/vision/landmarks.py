@@ -97,8 +97,10 @@ def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
     """Decode JPEG/WebP/PNG bytes to a BGR ``(h, w, 3)`` (or grey ``(h, w)``) uint8 array.
 
     Raises:
-        ValueError: the bytes are not an image.
+        ValueError: the bytes are not an image (also when empty or None: a crop that was never made).
     """
+    if not data:
+        raise ValueError("no image bytes")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError("not a decodable image")

@@ -26,7 +26,9 @@ class ProbeRecord(Record):
 
 
 class ProbeStage(Stage):
-    """Holds the call for a while and records when it ran (a stand-in for a model with per-call state)."""
+    """Records when it ran (a stand-in for a model with per-call state). The first call waits up to 3 s for the
+    other source's call to come in, so without the stage's lock the two calls overlap however the ingests are
+    timed, and with it the second call only starts after the first returns."""
 
     name = "probe"
     inputs = ("ingest",)
@@ -34,17 +36,19 @@ class ProbeStage(Stage):
     record = ProbeRecord
     resources = Resources(cpus=1.0)
     active: ClassVar[int] = 0
+    entered: ClassVar[int] = 0
     most_active: ClassVar[int] = 0
-    guard: ClassVar[threading.Lock] = threading.Lock()
+    guard: ClassVar[threading.Condition] = threading.Condition()
 
     def process(self, ctx: StageContext, ingest: IngestResult) -> ProbeRecord:
         cls = type(self)
+        t0 = time.monotonic()
         with cls.guard:
             cls.active += 1
+            cls.entered += 1
             cls.most_active = max(cls.most_active, cls.active)
-        t0 = time.monotonic()
-        time.sleep(0.4)
-        with cls.guard:
+            cls.guard.notify_all()
+            cls.guard.wait_for(lambda: cls.entered >= 2, timeout=3.0)
             cls.active -= 1
         return ProbeRecord(ingest.source.source_id, t0, time.monotonic())
 

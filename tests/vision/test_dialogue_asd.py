@@ -136,6 +136,9 @@ def test_rows_timestamps_crops_and_lips(d5, vcfg):
         assert r["pts_ms"] == r["frame_index"] * 40
         assert decode_image(r["face_crop"]).shape == (vcfg.face_crop_size, vcfg.face_crop_size, 3)
         assert decode_image(r["mouth_crop"]).shape == (vcfg.mouth_crop_size, vcfg.mouth_crop_size, 3)
+    for broken in (b"", None, rows[0]["face_crop"][:40]):  # no crop, or a cut one: one error type for callers
+        with pytest.raises(ValueError):
+            decode_image(broken)
     with_lips = [r for r in rows if r["landmarks_ok"]]
     assert len(with_lips) >= 0.95 * len(rows)
     for r in with_lips:
