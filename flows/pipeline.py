@@ -128,7 +128,8 @@ def _process_plan(plan, p: Path, out_dir: str, storage: str, logger) -> dict[str
 
 
 def _source_artifact(name: str, steps: list[dict[str, Any]], status: str) -> None:
-    """A table artifact of one source's stages (state: Completed or Cached, seconds) for the UI."""
+    """A table artifact of one source's stages (state: Completed or Cached, seconds) for the UI. Seconds are the
+    source's wall time in the step, including any wait for a stage another source holds (``concurrent_sources``)."""
     try:
         create_table_artifact(steps, description=f"{name}: {status}")
     except Exception:  # noqa: BLE001 - reporting must not fail the run
