@@ -29,6 +29,14 @@ class VisionConfig(BaseModel):
             the boxes of the frames between them, and FaceMesh still runs on every tracked frame, so lips stay
             frame-level. 200 ms is 5 Hz, the rate FunCineForge detects at; 0 detects on every frame. A face that
             enters or leaves mid-shot is tracked from / until the nearest detection (at most this late / early).
+        track_det_size: canvas side (px) of most keyframes while the faces of a run are large. An anchor keyframe
+            (a run's first, then every ``full_detect_every_ms``) is detected at ``det_size`` and at this side; when
+            both find the same faces and each is at least :data:`cinedub.vision.extract.MIN_REDUCED_FACE_PX` px on
+            the small canvas, the keyframes up to the next anchor run on the small canvas only, and one that finds
+            fewer faces is detected again at full size. 0 = every keyframe at ``det_size``. 320 is half of
+            SCRFD's 640: a quarter of the compute.
+        full_detect_every_ms: the anchor period: a face too small for the reduced canvas that enters mid-run is
+            found at most this late.
         min_face_px: detections whose box is smaller than this on its longer side (source px) are ignored.
         speech_pad_ms: speech spans are widened by this much before decoding (faces are tracked slightly around
             the speech, so a track's start is not cut by the VAD).
@@ -79,6 +87,8 @@ class VisionConfig(BaseModel):
     nms_threshold: float = Field(0.4, gt=0, lt=1)
     det_batch_size: int = Field(8, ge=1)
     detect_every_ms: int = Field(200, ge=0)
+    track_det_size: int = Field(320, ge=0, le=1920)
+    full_detect_every_ms: int = Field(1000, ge=0)
     min_face_px: int = Field(24, ge=1)
     speech_pad_ms: int = Field(200, ge=0)
     track_iou_threshold: float = Field(0.3, gt=0, lt=1)
@@ -116,4 +126,6 @@ class VisionConfig(BaseModel):
         if self.detect_every_ms >= self.max_gap_ms > 0:
             raise ValueError("vision: detect_every_ms must be below max_gap_ms (a track would end between two "
                              "detections)")
+        if 0 < self.track_det_size < 32:
+            raise ValueError("vision: track_det_size must be 0 (off) or at least 32 px (SCRFD's coarsest stride)")
         return self

@@ -35,8 +35,10 @@ class FaceDetector(Protocol):
     name: str
     batch_size: int
 
-    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Faces of each BGR image as ``(n, 15)`` float32 arrays (see the module docstring)."""
+    def detect(self, images: list[np.ndarray], det_size: int | None = None) -> list[np.ndarray]:
+        """Faces of each BGR image as ``(n, 15)`` float32 arrays (see the module docstring); ``det_size``: the
+        input side (px) for this call where the detector has one (None: its own; a smaller side is cheaper and
+        misses small faces)."""
         ...
 
 
@@ -103,6 +105,7 @@ class ScrfdDetector:
         self.batch_size = batch_size if self.batched else 1
         self._centers: dict[tuple[int, int, int], np.ndarray] = {}
         self._blob: np.ndarray | None = None  # the input batch, reused from call to call
+        self._resized: np.ndarray | None = None  # one letterboxed frame (uint8), reused
 
     @staticmethod
     def _dynamic_session(onnx_path: Path, providers: list):
@@ -127,17 +130,25 @@ class ScrfdDetector:
             log.warning("SCRFD %s: batched session unavailable (%s); detecting frame by frame", onnx_path.name, e)
             return None, False
 
-    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def detect(self, images: list[np.ndarray], det_size: int | None = None) -> list[np.ndarray]:
+        """Faces of each BGR image, ``(n, 15)`` float32 (frame px, score, five points), best first.
+
+        Args:
+            images: ``(h, w, 3)`` uint8 BGR frames.
+            det_size: the canvas side (px, rounded down to 32) for this call; None = the detector's ``det_size``.
+                Only the dynamic-size session takes another side (the fixed graph keeps its own).
+        """
+        size = self.det_size if det_size is None or not self.batched else max(32, int(det_size) // 32 * 32)
         out: list[np.ndarray] = []
         for i in range(0, len(images), self.batch_size):
-            out.extend(self._detect_batch(images[i : i + self.batch_size]))
+            out.extend(self._detect_batch(images[i : i + self.batch_size], min(size, self.det_size)))
         return out
 
-    def _detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Letterbox each image into ``det_size`` (longer side) and run one batch. With the dynamic-size session the
+    def _detect_batch(self, images: list[np.ndarray], size: int) -> list[np.ndarray]:
+        """Letterbox each image into ``size`` (longer side) and run one batch. With the dynamic-size session the
         canvas is cut to the batch's content rounded up to the coarsest stride (32): a 16:9 frame runs on 640x384
         instead of 640x640, 40 % less compute for the same pixels (the cut rows were padding)."""
-        m, size = self.model, self.det_size
+        m = self.model
         scales, dims = [], []
         for img in images:
             h, w = img.shape[:2]
@@ -151,15 +162,20 @@ class ScrfdDetector:
             ch = cw = size
         # (x - mean) / std in RGB, NCHW: what cv2.dnn.blobFromImages(swapRB=True) computes, on the content only
         pad = (0.0 - m.input_mean) / m.input_std  # the letterbox's black, normalised
-        shape = (len(images), 3, ch, cw)
-        if self._blob is None or self._blob.shape != shape:  # reused: a fresh 40 MB array costs its page faults
-            self._blob = np.empty(shape, np.float32)
-        blob = self._blob
+        n_values = len(images) * 3 * ch * cw
+        if self._blob is None or self._blob.size < n_values:
+            # one buffer for every batch size and canvas, reused: a fresh 40 MB array costs its page faults (the
+            # kernel zeroes each new huge page), and the batch and canvas change from window to window
+            self._blob = np.empty(max(n_values, self.batch_size * 3 * self.det_size**2), np.float32)
+            self._resized = np.empty(self.det_size**2 * 3, np.uint8)
+        blob = self._blob[:n_values].reshape(len(images), 3, ch, cw)
         for b, (img, (nh, nw)) in enumerate(zip(images, dims)):
             blob[b, :, nh:, :] = pad
             blob[b, :, :nh, nw:] = pad
             dst = blob[b, :, :nh, :nw]
-            dst[...] = cv2.resize(img, (nw, nh)).transpose(2, 0, 1)[::-1]
+            small = self._resized[: nh * nw * 3].reshape(nh, nw, 3)
+            cv2.resize(img, (nw, nh), dst=small)
+            dst[...] = small.transpose(2, 0, 1)[::-1]
             dst -= m.input_mean
             dst *= 1.0 / m.input_std
         if self.batched:
@@ -229,7 +245,8 @@ class MediapipeDetector:
         self.min_face_px = min_face_px
         self.model_file = "blazeface-full-range" if model_selection == 1 else "blazeface-short-range"
 
-    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def detect(self, images: list[np.ndarray], det_size: int | None = None) -> list[np.ndarray]:  # noqa: ARG002
+        """Faces of each BGR image, ``(n, 15)`` float32; ``det_size`` is ignored (BlazeFace has a fixed input)."""
         out = []
         for img in images:
             h, w = img.shape[:2]

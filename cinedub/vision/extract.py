@@ -41,7 +41,7 @@ from cinedub.vision.landmarks import (
     warp,
 )
 from cinedub.vision.records import FaceFrame, FaceTrack, FaceTrackList
-from cinedub.vision.track import FaceTracker, RawTrack, keep_track
+from cinedub.vision.track import FaceTracker, RawTrack, iou_matrix, keep_track
 
 if TYPE_CHECKING:
     from cinedub.config import ShotConfig
@@ -73,11 +73,15 @@ _FLUSH_ROWS = 2000
 @dataclass
 class ExtractStats:
     """Timing of one run (s), throughput (decoded frames per second of wall time) and the most frames held in
-    memory at once (bounded by the gap tolerance + smoothing window, not by shot length)."""
+    memory at once (bounded by the gap tolerance + smoothing window, not by shot length). ``n_detected_frames``
+    counts keyframes; ``n_reduced_frames`` of them ran on the reduced canvas (``track_det_size``), and
+    ``n_redetected_frames`` of those ran again at full size because the reduced canvas lost a tracked face."""
 
     n_frames: int = 0
     n_frames_all: int = 0
     n_detected_frames: int = 0
+    n_reduced_frames: int = 0
+    n_redetected_frames: int = 0
     max_buffered_frames: int = 0
     decode_s: float = 0.0
     detect_s: float = 0.0
@@ -100,6 +104,11 @@ class _Emitter:
 # Frames handed to the crop worker and not cropped yet, at most: a constant, like the decode buffer (about
 # max_gap + smoothing window frames), so memory does not grow with the source.
 _MAX_FRAMES_IN_FLIGHT = 16
+
+# Smallest face side (px on the detector's canvas) trusted to a reduced-size keyframe: twice SCRFD's smallest
+# anchor (16 px at stride 8, InsightFace's SCRFD configs), so a tracked face stays well inside what the reduced
+# canvas detects.
+MIN_REDUCED_FACE_PX = 32
 
 
 class _CropWorker:
@@ -299,12 +308,16 @@ def extract_faces(
     # end of a span or shot instead of until the previous detection); other frames go to the tracker with no
     # detections and are interpolated between the keyframes around them. Frames wait in ``pending`` until their
     # shot is final (the cut finder reports a cut a few frames late) and their successor is known.
+    # With a reduced canvas (track_det_size), an anchor keyframe (a run's first, then every full_detect_every_ms)
+    # is detected on both canvases; when the reduced one finds the same faces and all are large enough there, the
+    # keyframes up to the next anchor run on the reduced canvas only (see :func:`_run_window`).
     cuts = CutFinder(shot_cfg, fps, (info.width, info.height)) if shot_cfg is not None else None
-    sched = {"prev": None, "last_key_ms": None}  # (index, shot) of the last frame fed to the tracker
+    sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}  # (index, shot) of the last frame fed
     per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
+    reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height)
 
     def shot_of(index: int, starts: list[int]) -> int:
         return bisect.bisect_right(starts, index) - 1
@@ -329,12 +342,18 @@ def extract_faces(
             last = sched["last_key_ms"]
             key = (vcfg.detect_every_ms <= 0 or new_run or end_run or last is None
                    or f.pts_ms - last >= vcfg.detect_every_ms - frame_ms / 2)
+            anchor = False
             if key:
                 sched["last_key_ms"] = f.pts_ms
+                last_anchor = sched["last_anchor_ms"]
+                anchor = (new_run or last_anchor is None
+                          or f.pts_ms - last_anchor >= vcfg.full_detect_every_ms - frame_ms / 2)
+                if anchor:
+                    sched["last_anchor_ms"] = f.pts_ms
             sched["prev"] = (f.index, shot)
-            window.append([f, shot, key])
+            window.append([f, shot, key, anchor])
         del pending[:n]
-        _run_window(window, detector, step, stats, empty)
+        _run_window(window, detector, step, stats, empty, reduced)
 
     try:
         t0 = time.perf_counter()
@@ -400,24 +419,92 @@ def extract_faces(
         log.warning("%s: %d corrupt video packets skipped (%s)", Path(video_path).name, decode_stats.bad_packets,
                     "; ".join(decode_stats.errors))
     log.info(
-        "faces: %d frames (%d with detection), %d tracks, %.1f fps (decode %.1fs, detect %.1fs, crops %.1fs)",
-        stats.n_frames, stats.n_detected_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,
+        "faces: %d frames (%d with detection, %d of them reduced, %d again at full size), %d tracks, %.1f fps "
+        "(decode %.1fs, detect %.1fs, crops %.1fs)", stats.n_frames, stats.n_detected_frames, stats.n_reduced_frames,
+        stats.n_redetected_frames, len(kept), stats.fps, stats.decode_s, stats.detect_s, stats.crop_s,
     )
     return result, stats
 
 
-def _run_window(window: list[list], detector: FaceDetector, step, stats: ExtractStats, empty: np.ndarray) -> None:
-    """Detect faces on the keyframes of ``window`` (``[frame, shot, is_keyframe]`` items) in one batch, then feed
-    every frame to ``step`` in order (frames between keyframes with no detections)."""
+class _ReducedCanvas:
+    """Which keyframes run on the reduced canvas (``track_det_size``), decided from the detections alone, in
+    frame order, so that the result does not depend on how frames are batched. An anchor keyframe is detected on
+    both canvases; the reduced canvas is trusted up to the next anchor when it found as many faces, each overlapping
+    one of the full canvas (IoU >= 0.5), and every one is at least :data:`MIN_REDUCED_FACE_PX` there. The boxes of a run then all come from
+    one canvas (the two canvases place SCRFD boxes a few % of the side apart, which mixing them would turn into
+    jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at full size, and the
+    faces only that finds are added (a face lost or too small for the reduced canvas).
+
+    Attributes:
+        size: the reduced canvas side (px; 0 = off); scale: frame px -> reduced canvas px.
+        expect: faces of the last anchor when its run is on the reduced canvas, else 0 (full size).
+    """
+
+    def __init__(self, size: int, scale: float):
+        self.size, self.scale, self.expect = size, scale, 0
+
+    @classmethod
+    def for_source(cls, vcfg: VisionConfig, width: int, height: int) -> "_ReducedCanvas":
+        size = vcfg.track_det_size if 0 < vcfg.track_det_size < vcfg.det_size else 0
+        return cls(size, size / max(width, height, 1))
+
+    def anchor(self, full: np.ndarray, small: np.ndarray) -> np.ndarray:
+        """The detections of an anchor keyframe (``full`` and ``small``: its two canvases' detections)."""
+        sides = np.maximum(full[:, 2] - full[:, 0], full[:, 3] - full[:, 1]) * self.scale
+        same = (len(full) == len(small) > 0 and bool(np.all(sides >= MIN_REDUCED_FACE_PX))
+                and bool(np.all(iou_matrix(full[:, :4], small[:, :4]).max(axis=1) >= 0.5)))
+        self.expect = len(small) if same else 0
+        return small if same else full
+
+
+def _add_unmatched(small: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """``small``'s detections plus those of ``full`` that overlap none of them (IoU < 0.5)."""
+    if not len(small) or not len(full):
+        return full if not len(small) else small
+    extra = full[iou_matrix(full[:, :4], small[:, :4]).max(axis=1) < 0.5]
+    return np.vstack([small, extra]) if len(extra) else small
+
+
+def _run_window(window: list[list], detector: FaceDetector, step, stats: ExtractStats, empty: np.ndarray,
+                reduced: _ReducedCanvas) -> None:
+    """Detect faces on the keyframes of ``window`` (``[frame, shot, is_keyframe, is_anchor]`` items), one batch
+    per canvas, then feed every frame to ``step`` in order (frames between keyframes with no detections)."""
     if not window:
         return
-    keys = [f for f, _, key in window if key]
+    keys = [w for w in window if w[2]]
+    found: dict[int, np.ndarray] = {}
+
+    def detect(items: list[list], size: int | None = None) -> list[np.ndarray]:
+        return detector.detect([w[0].image for w in items], size) if items else []
+
     t0 = time.perf_counter()
-    dets = iter(detector.detect([f.image for f in keys]) if keys else [])
+    if not reduced.size:
+        found.update(zip(map(id, keys), detect(keys)))
+    else:
+        anchors = [w for w in keys if w[3]]
+        full_dets = dict(zip(map(id, anchors), detect(anchors)))
+        small_dets = dict(zip(map(id, anchors), detect(anchors, reduced.size)))
+        on_small: list[tuple[list, int]] = []
+        on_full: list[list] = []
+        for w in keys:  # in frame order: an anchor decides the canvas of the keyframes after it
+            if w[3]:
+                found[id(w)] = reduced.anchor(full_dets[id(w)], small_dets[id(w)])
+                stats.n_reduced_frames += reduced.expect > 0
+            elif reduced.expect:
+                on_small.append((w, reduced.expect))
+            else:
+                on_full.append(w)
+        found.update(zip(map(id, on_full), detect(on_full)))
+        found.update(zip((id(w) for w, _ in on_small), detect([w for w, _ in on_small], reduced.size)))
+        lost = [w for w, expect in on_small if len(found[id(w)]) < expect]
+        for w, dets in zip(lost, detect(lost)):
+            found[id(w)] = _add_unmatched(found[id(w)], dets)
+        stats.n_reduced_frames += len(on_small)
+        stats.n_redetected_frames += len(lost)
     stats.detect_s += time.perf_counter() - t0
     stats.n_detected_frames += len(keys)
-    for frame, shot, key in window:
-        step(frame, shot, next(dets) if key else empty)
+    for w in window:
+        step(w[0], w[1], found[id(w)] if w[2] else empty)
 
 
 def _median_window(values: np.ndarray, pos: int, half: int) -> float:

@@ -1,0 +1,51 @@
+"""Which keyframes the faces stage trusts to the reduced detector canvas (``cinedub.vision.extract._ReducedCanvas``):
+the decision an anchor keyframe takes from its two canvases' detections, and the merge of a full-size re-detection.
+Real footage runs of the same path are in ``tests/vision/test_footage.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cinedub.vision.config import VisionConfig
+from cinedub.vision.extract import MIN_REDUCED_FACE_PX, _add_unmatched, _ReducedCanvas
+
+
+def _dets(*boxes: tuple[float, float, float, float]) -> np.ndarray:
+    out = np.zeros((len(boxes), 15), np.float32)
+    if boxes:
+        out[:, :4] = boxes
+    out[:, 4] = 0.9
+    return out
+
+
+def test_reduced_canvas_follows_the_config_and_the_frame_size():
+    c = _ReducedCanvas.for_source(VisionConfig(), 1920, 1080)
+    assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and c.expect == 0
+    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080).size == 0
+    assert _ReducedCanvas.for_source(VisionConfig(det_size=320), 1920, 1080).size == 0  # not smaller: off
+
+
+def test_anchor_trusts_the_reduced_canvas_only_when_it_finds_the_same_large_faces():
+    c = _ReducedCanvas.for_source(VisionConfig(), 640, 640)  # scale 0.5
+    big = _dets((100, 100, 300, 320), (400, 100, 560, 300))
+    moved = big.copy()
+    moved[:, :4] += 4  # the other canvas's boxes: a few px apart
+    got = c.anchor(big, moved)
+    assert got is moved and c.expect == 2  # the run goes on the reduced canvas, its boxes from it
+    assert c.anchor(big, moved[:1]) is big and c.expect == 0  # a face missing there
+    far = moved.copy()
+    far[1, :4] = (0, 400, 150, 600)
+    assert c.anchor(big, far) is big and c.expect == 0  # a different face
+    side = 2 * MIN_REDUCED_FACE_PX - 2  # just too small on the reduced canvas (scale 0.5)
+    small = _dets((10, 10, 10 + side, 10 + side))
+    assert c.anchor(small, small.copy()) is small and c.expect == 0
+    assert c.anchor(_dets(), _dets()).shape == (0, 15) and c.expect == 0  # no face: full size
+
+
+def test_full_size_redetection_adds_only_the_faces_the_reduced_canvas_lost():
+    small = _dets((100, 100, 300, 320))
+    full = _dets((102, 101, 301, 322), (400, 100, 560, 300))
+    merged = _add_unmatched(small, full)
+    assert len(merged) == 2 and np.array_equal(merged[0], small[0]) and np.array_equal(merged[1], full[1])
+    assert _add_unmatched(_dets(), full) is full
+    assert _add_unmatched(small, _dets()) is small
