@@ -21,6 +21,7 @@ from cinedub.stages.base import Resources, Stage, StageContext
 from cinedub.types import IngestResult, ShotList, Source, Transcript
 from cinedub.vision.detect import build_detector
 from cinedub.vision.extract import extract_faces
+from cinedub.vision.landmarks import LipLandmarker
 from cinedub.vision.records import FaceTrackList
 
 FACEMESH = "mediapipe-facemesh-0.10.21"
@@ -33,8 +34,9 @@ class FacesStage(Stage):
     """
 
     name = "faces"
-    version = "3"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
-    # indices in decode order (corrupt packets skipped), tracks end in the source
+    version = "4"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
+    # indices in decode order (corrupt packets skipped), tracks end in the source; v4: keyframes on the reduced
+    # canvas while a run's faces are large
     inputs = ("ingest", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"
@@ -53,10 +55,10 @@ class FacesStage(Stage):
 
     def setup(self) -> None:
         self.detector = build_detector(self.cfg.vision, self.cfg.models_dir, self.device)
-        if self.cfg.vision.landmarks:
-            # import mediapipe once per worker (seconds on 2 cores); each track builds its own FaceMesh graph,
-            # since FaceMesh's tracking state must not carry from one face to the next
-            import mediapipe  # noqa: F401
+        # FaceMesh graphs kept from source to source (the first costs about a second: mediapipe's import and
+        # model); a track takes one and gives it back reset, since the tracking state must not carry from one
+        # face to the next
+        self.landmarkers: list[LipLandmarker] = [LipLandmarker()] if self.cfg.vision.landmarks else []
         self.detector_name = f"{self.detector.name}:{getattr(self.detector, 'model_file', '')}"
 
     def process(
@@ -100,5 +102,6 @@ class FacesStage(Stage):
             progress=progress,
             end_limit_ms=source.duration_ms,
             declared_frames=source.n_frames,
+            landmarkers=self.landmarkers,
         )
         return result

@@ -175,6 +175,7 @@ def extract_faces(
     progress: Reporter = no_report,
     end_limit_ms: int | None = None,
     declared_frames: int | None = None,
+    landmarkers: list[LipLandmarker] | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
     """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
 
@@ -193,6 +194,8 @@ def extract_faces(
         end_limit_ms: the source's duration: no track (and no shot) ends after it.
         declared_frames: frames the container declares (``Source.n_frames``): the progress total, and to count
             frames lost to corrupt data.
+        landmarkers: idle FaceMesh graphs owned by the caller (a stage keeps them from source to source): tracks
+            take them from this list and put them back reset; None = graphs made and closed by this call.
 
     Frame indices are the decode order. With ``shot_cfg`` every frame is decoded in sequence (corrupt packets
     skipped as ffmpeg does and counted in ``FaceTrackList.bad_packets``), so indices count the frames decoded; with
@@ -225,6 +228,8 @@ def extract_faces(
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
     started: set[_Emitter] = set()  # emitters of unfinished tracks, to close their FaceMesh graphs if the run fails
+    # FaceMesh graphs of finished tracks, reset (touched by the crop worker only, and here once it has stopped)
+    idle_landmarkers: list[LipLandmarker] = landmarkers if landmarkers is not None else []
     crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
     kept: list[FaceTrack] = []
     face_frames: set[int] = set()
@@ -240,7 +245,9 @@ def extract_faces(
     def crop_job(em: _Emitter, start: int, frames: list[DecodedFrame]) -> None:  # on the crop worker
         t0 = time.perf_counter()
         if em.landmarker is None and vcfg.landmarks:
-            em.landmarker = LipLandmarker()  # created late: most one-frame false positives never get one
+            # taken late (most one-frame false positives never need one), from the graphs of finished tracks when
+            # there is one: a reset graph gives the same points as a new one and costs half its start
+            em.landmarker = idle_landmarkers.pop() if idle_landmarkers else LipLandmarker()
         for pos, frame in enumerate(frames, start):
             em.rows.append(_crop_row(em, pos, frame, half, vcfg))
         stats.crop_s += time.perf_counter() - t0
@@ -276,7 +283,8 @@ def extract_faces(
                 )
             )
         if em.landmarker is not None:
-            em.landmarker.close()
+            em.landmarker.reset()
+            idle_landmarkers.append(em.landmarker)
             em.landmarker = None
         em.rows = []  # handed on (or dropped): a finished track holds no crops, so memory does not grow with length
         started.discard(em)
@@ -396,8 +404,13 @@ def extract_faces(
         tmp.unlink(missing_ok=True)
         for em in started:
             if em.landmarker is not None:
-                em.landmarker.close()
+                em.landmarker.reset()
+                idle_landmarkers.append(em.landmarker)
         raise
+    finally:
+        if landmarkers is None:
+            for lm in idle_landmarkers:
+                lm.close()
     stats.total_s = time.perf_counter() - t_start
     kept.sort(key=lambda t: (t.start_frame, t.track_id))
     result = FaceTrackList(
@@ -430,18 +443,20 @@ class _ReducedCanvas:
     """Which keyframes run on the reduced canvas (``track_det_size``), decided from the detections alone, in
     frame order, so that the result does not depend on how frames are batched. An anchor keyframe is detected on
     both canvases; the reduced canvas is trusted up to the next anchor when it found as many faces, each overlapping
-    one of the full canvas (IoU >= 0.5), and every one is at least :data:`MIN_REDUCED_FACE_PX` there. The boxes of a run then all come from
-    one canvas (the two canvases place SCRFD boxes a few % of the side apart, which mixing them would turn into
-    jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at full size, and the
+    one of the full canvas (IoU >= 0.5), and every one is at least :data:`MIN_REDUCED_FACE_PX` there (with no face
+    on either, the reduced canvas looks for large newcomers; small ones are found by the next anchor). The boxes of
+    a run then all come from one canvas (the two canvases place SCRFD boxes a few % of the side apart, which mixing
+    them would turn into jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at full size, and the
     faces only that finds are added (a face lost or too small for the reduced canvas).
 
     Attributes:
         size: the reduced canvas side (px; 0 = off); scale: frame px -> reduced canvas px.
-        expect: faces of the last anchor when its run is on the reduced canvas, else 0 (full size).
+        trusted: the keyframes after the last anchor run on the reduced canvas.
+        expect: the faces of that anchor (a reduced keyframe finding fewer is detected again at full size).
     """
 
     def __init__(self, size: int, scale: float):
-        self.size, self.scale, self.expect = size, scale, 0
+        self.size, self.scale, self.trusted, self.expect = size, scale, False, 0
 
     @classmethod
     def for_source(cls, vcfg: VisionConfig, width: int, height: int) -> "_ReducedCanvas":
@@ -451,10 +466,10 @@ class _ReducedCanvas:
     def anchor(self, full: np.ndarray, small: np.ndarray) -> np.ndarray:
         """The detections of an anchor keyframe (``full`` and ``small``: its two canvases' detections)."""
         sides = np.maximum(full[:, 2] - full[:, 0], full[:, 3] - full[:, 1]) * self.scale
-        same = (len(full) == len(small) > 0 and bool(np.all(sides >= MIN_REDUCED_FACE_PX))
-                and bool(np.all(iou_matrix(full[:, :4], small[:, :4]).max(axis=1) >= 0.5)))
-        self.expect = len(small) if same else 0
-        return small if same else full
+        self.trusted = (len(full) == len(small) and bool(np.all(sides >= MIN_REDUCED_FACE_PX))
+                        and bool(np.all(iou_matrix(full[:, :4], small[:, :4]).max(axis=1, initial=0) >= 0.5)))
+        self.expect = len(small) if self.trusted else 0
+        return small if self.trusted else full
 
 
 def _add_unmatched(small: np.ndarray, full: np.ndarray) -> np.ndarray:
@@ -489,8 +504,8 @@ def _run_window(window: list[list], detector: FaceDetector, step, stats: Extract
         for w in keys:  # in frame order: an anchor decides the canvas of the keyframes after it
             if w[3]:
                 found[id(w)] = reduced.anchor(full_dets[id(w)], small_dets[id(w)])
-                stats.n_reduced_frames += reduced.expect > 0
-            elif reduced.expect:
+                stats.n_reduced_frames += reduced.trusted
+            elif reduced.trusted:
                 on_small.append((w, reduced.expect))
             else:
                 on_full.append(w)

@@ -20,7 +20,7 @@ def _dets(*boxes: tuple[float, float, float, float]) -> np.ndarray:
 
 def test_reduced_canvas_follows_the_config_and_the_frame_size():
     c = _ReducedCanvas.for_source(VisionConfig(), 1920, 1080)
-    assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and c.expect == 0
+    assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and not c.trusted
     assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080).size == 0
     assert _ReducedCanvas.for_source(VisionConfig(det_size=320), 1920, 1080).size == 0  # not smaller: off
 
@@ -31,15 +31,17 @@ def test_anchor_trusts_the_reduced_canvas_only_when_it_finds_the_same_large_face
     moved = big.copy()
     moved[:, :4] += 4  # the other canvas's boxes: a few px apart
     got = c.anchor(big, moved)
-    assert got is moved and c.expect == 2  # the run goes on the reduced canvas, its boxes from it
-    assert c.anchor(big, moved[:1]) is big and c.expect == 0  # a face missing there
+    assert got is moved and c.trusted and c.expect == 2  # the run goes on the reduced canvas, its boxes from it
+    assert c.anchor(big, moved[:1]) is big and not c.trusted and c.expect == 0  # a face missing there
     far = moved.copy()
     far[1, :4] = (0, 400, 150, 600)
-    assert c.anchor(big, far) is big and c.expect == 0  # a different face
+    assert c.anchor(big, far) is big and not c.trusted  # a different face
     side = 2 * MIN_REDUCED_FACE_PX - 2  # just too small on the reduced canvas (scale 0.5)
     small = _dets((10, 10, 10 + side, 10 + side))
-    assert c.anchor(small, small.copy()) is small and c.expect == 0
-    assert c.anchor(_dets(), _dets()).shape == (0, 15) and c.expect == 0  # no face: full size
+    assert c.anchor(small, small.copy()) is small and not c.trusted
+    empty = _dets()
+    assert c.anchor(_dets(), empty) is empty and c.trusted and c.expect == 0  # no face: large newcomers only
+    assert c.anchor(big, _dets()) is big and not c.trusted
 
 
 def test_full_size_redetection_adds_only_the_faces_the_reduced_canvas_lost():

@@ -281,3 +281,33 @@ def test_reduced_canvas_that_loses_a_face_detects_again_at_full_size(media_dir, 
     assert len(res.tracks) == len(ref.tracks)
     assert res.n_frames_with_face == ref.n_frames_with_face
     assert [(t.start_frame, t.end_frame) for t in res.tracks] == [(t.start_frame, t.end_frame) for t in ref.tracks]
+
+
+def test_reset_facemesh_gives_the_points_of_a_new_one(media_dir, vcfg, detector):
+    """The faces stage hands a finished track's FaceMesh graph to the next track after ``reset()``: the next
+    track's lips must be those a new graph finds (no tracking state carried from the previous face)."""
+    from cinedub.vision.landmarks import LipLandmarker, face_affine
+
+    def crops(span):
+        frames = [f.image for f in iter_frames(media_dir / "dialogue_5shots" / "dialogue_5shots.mp4", [span])]
+        out = []
+        for img, dets in zip(frames, detector.detect(frames)):
+            x1, y1, x2, y2 = dets[0, :4]
+            a = face_affine(((x1 + x2) / 2, (y1 + y2) / 2), max(x2 - x1, y2 - y1), 0.0,
+                            crop_scale=vcfg.crop_scale, out_size=vcfg.face_crop_size)
+            out.append((warp(img, a, vcfg.face_crop_size), a))
+        return out
+
+    first, second = crops((0, 400)), crops((9000, 9400))  # two people, two shots
+    fresh = LipLandmarker()
+    want = [fresh.lips(c, a) for c, a in second]
+    fresh.close()
+    reused = LipLandmarker()
+    for c, a in first:
+        reused.lips(c, a)
+    reused.reset()
+    got = [reused.lips(c, a) for c, a in second]
+    reused.close()
+    assert all(w is not None for w in want) and len(want) >= 8
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
