@@ -59,6 +59,11 @@ class FacesStage(Stage):
         # model); a track takes one and gives it back reset, since the tracking state must not carry from one
         # face to the next
         self.landmarkers: list[LipLandmarker] = [LipLandmarker()] if self.cfg.vision.landmarks else []
+        # once per worker too, not in the first source's time (about 0.5 s on 2 cores): PySceneDetect (the cut
+        # finder; it runs ffmpeg when imported) and pandas (pyarrow imports it on the first Table.from_pylist)
+        import pandas  # noqa: F401
+        import scenedetect.detectors  # noqa: F401
+        import scenedetect.scene_manager  # noqa: F401
         self.detector_name = f"{self.detector.name}:{getattr(self.detector, 'model_file', '')}"
 
     def process(
