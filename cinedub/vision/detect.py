@@ -34,6 +34,7 @@ class FaceDetector(Protocol):
 
     name: str
     batch_size: int
+    variable_size: bool  # detect() honours its det_size (a smaller canvas per call)
 
     def detect(self, images: list[np.ndarray], det_size: int | None = None) -> list[np.ndarray]:
         """Faces of each BGR image as ``(n, 15)`` float32 arrays (see the module docstring); ``det_size``: the
@@ -103,6 +104,7 @@ class ScrfdDetector:
                 log.warning("SCRFD graph has a fixed %s input; det_size %d ignored", fixed, self.det_size)
                 self.det_size = int(fixed[0])
         self.batch_size = batch_size if self.batched else 1
+        self.variable_size = self.batched  # the fixed graph has one input size
         self._centers: dict[tuple[int, int, int], np.ndarray] = {}
         self._blob: np.ndarray | None = None  # the input batch, reused from call to call
         self._resized: np.ndarray | None = None  # one letterboxed frame (uint8), reused
@@ -235,6 +237,7 @@ class MediapipeDetector:
 
     name = "mediapipe"
     batch_size = 1
+    variable_size = False
 
     def __init__(self, *, threshold: float = 0.5, model_selection: int = 1, min_face_px: float = 0):
         import mediapipe as mp

@@ -320,12 +320,13 @@ def extract_faces(
     # is detected on both canvases; when the reduced one finds the same faces and all are large enough there, the
     # keyframes up to the next anchor run on the reduced canvas only (see :func:`_run_window`).
     cuts = CutFinder(shot_cfg, fps, (info.width, info.height)) if shot_cfg is not None else None
-    sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}  # (index, shot) of the last frame fed
+    # prev: (index, shot) of the last frame scheduled; the times (ms) of the last keyframe and the last anchor
+    sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}
     per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
-    reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height)
+    reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height, detector)
 
     def shot_of(index: int, starts: list[int]) -> int:
         return bisect.bisect_right(starts, index) - 1
@@ -446,8 +447,8 @@ class _ReducedCanvas:
     one of the full canvas (IoU >= 0.5), and every one is at least :data:`MIN_REDUCED_FACE_PX` there (with no face
     on either, the reduced canvas looks for large newcomers; small ones are found by the next anchor). The boxes of
     a run then all come from one canvas (the two canvases place SCRFD boxes a few % of the side apart, which mixing
-    them would turn into jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at full size, and the
-    faces only that finds are added (a face lost or too small for the reduced canvas).
+    them would turn into jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at
+    full size, and the faces only that finds are added (a face lost or too small for the reduced canvas).
 
     Attributes:
         size: the reduced canvas side (px; 0 = off); scale: frame px -> reduced canvas px.
@@ -459,8 +460,11 @@ class _ReducedCanvas:
         self.size, self.scale, self.trusted, self.expect = size, scale, False, 0
 
     @classmethod
-    def for_source(cls, vcfg: VisionConfig, width: int, height: int) -> "_ReducedCanvas":
-        size = vcfg.track_det_size if 0 < vcfg.track_det_size < vcfg.det_size else 0
+    def for_source(cls, vcfg: VisionConfig, width: int, height: int, detector: FaceDetector) -> "_ReducedCanvas":
+        """Off (size 0) unless ``track_det_size`` is below ``det_size`` and the detector takes a canvas size per
+        call (``variable_size``; BlazeFace and a fixed-size SCRFD graph do not)."""
+        on = 0 < vcfg.track_det_size < vcfg.det_size and getattr(detector, "variable_size", False)
+        size = vcfg.track_det_size if on else 0
         return cls(size, size / max(width, height, 1))
 
     def anchor(self, full: np.ndarray, small: np.ndarray) -> np.ndarray:

@@ -18,15 +18,24 @@ def _dets(*boxes: tuple[float, float, float, float]) -> np.ndarray:
     return out
 
 
+class _Sized:  # what the rule reads of a detector: whether it takes a canvas size per call
+    def __init__(self, variable_size: bool):
+        self.variable_size = variable_size
+
+
+_SIZED = _Sized(True)
+
+
 def test_reduced_canvas_follows_the_config_and_the_frame_size():
-    c = _ReducedCanvas.for_source(VisionConfig(), 1920, 1080)
+    c = _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _SIZED)
     assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and not c.trusted
-    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080).size == 0
-    assert _ReducedCanvas.for_source(VisionConfig(det_size=320), 1920, 1080).size == 0  # not smaller: off
+    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080, _SIZED).size == 0
+    assert _ReducedCanvas.for_source(VisionConfig(det_size=320), 1920, 1080, _SIZED).size == 0  # not smaller: off
+    assert _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _Sized(False)).size == 0  # BlazeFace, fixed SCRFD
 
 
 def test_anchor_trusts_the_reduced_canvas_only_when_it_finds_the_same_large_faces():
-    c = _ReducedCanvas.for_source(VisionConfig(), 640, 640)  # scale 0.5
+    c = _ReducedCanvas.for_source(VisionConfig(), 640, 640, _SIZED)  # scale 0.5
     big = _dets((100, 100, 300, 320), (400, 100, 560, 300))
     moved = big.copy()
     moved[:, :4] += 4  # the other canvas's boxes: a few px apart

@@ -254,6 +254,7 @@ class _LosingDetector:
 
     def __init__(self, detector):
         self.detector, self.name, self.batch_size = detector, detector.name, detector.batch_size
+        self.variable_size = detector.variable_size
         self.reduced_calls = 0
 
     def detect(self, images, det_size=None):
