@@ -27,15 +27,17 @@ _SIZED = _Sized(True)
 
 
 def test_reduced_canvas_follows_the_config_and_the_frame_size():
-    c = _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _SIZED)
+    c = _ReducedCanvas.for_source(VisionConfig(track_det_size=320), 1920, 1080, _SIZED)
     assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and not c.trusted
-    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080, _SIZED).size == 0
-    assert _ReducedCanvas.for_source(VisionConfig(det_size=320), 1920, 1080, _SIZED).size == 0  # not smaller: off
-    assert _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _Sized(False)).size == 0  # BlazeFace, fixed SCRFD
+    assert _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _SIZED).size == 0  # off by default
+    not_smaller = VisionConfig(det_size=320, track_det_size=320)
+    assert _ReducedCanvas.for_source(not_smaller, 1920, 1080, _SIZED).size == 0
+    fixed = _Sized(False)  # BlazeFace, a fixed-size SCRFD graph
+    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=320), 1920, 1080, fixed).size == 0
 
 
 def test_anchor_trusts_the_reduced_canvas_only_when_it_finds_the_same_large_faces():
-    c = _ReducedCanvas.for_source(VisionConfig(), 640, 640, _SIZED)  # scale 0.5
+    c = _ReducedCanvas.for_source(VisionConfig(track_det_size=320), 640, 640, _SIZED)  # scale 0.5
     big = _dets((100, 100, 300, 320), (400, 100, 560, 300))
     moved = big.copy()
     moved[:, :4] += 4  # the other canvas's boxes: a few px apart

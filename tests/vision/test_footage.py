@@ -195,12 +195,12 @@ def test_asd_on_a_30fps_monologue(media_dir, vcfg, detector, asd_net, tmp_path):
     ("en_monologue/englishvideo.mp4", (0, 9900), False),  # a 30 fps webcam: head and hands move
 ])
 def test_sparse_detection_keeps_recall_and_boxes(media_dir, models_dir, tmp_path, shot_tools, rel, span, cuts):
-    """The production schedule (detect every 200 ms, on the reduced canvas while the faces are large, track in
+    """The sparse schedule (detect every 200 ms, on the reduced canvas while the faces are large, track in
     between) finds the faces of detecting every frame at full size: the same tracks and frames, and lips on every
     tracked frame. Its boxes are those of detecting every frame on the canvas it ran on, within a few px (the two
     canvases place SCRFD's boxes a few % of the side apart, printed: a property of the detector, not of the
     schedule)."""
-    vcfg = VisionConfig()  # the production defaults: det_size 640, reduced keyframes at 320
+    vcfg = VisionConfig(track_det_size=320)  # the production canvas (640), with reduced keyframes at 320
     detector = build_detector(vcfg, models_dir)
     path = media_dir / rel
     shots = shot_tools[1](path) if cuts else None
@@ -269,7 +269,7 @@ class _LosingDetector:
 def test_reduced_canvas_that_loses_a_face_detects_again_at_full_size(media_dir, models_dir, tmp_path):
     """Keyframes where the reduced canvas finds fewer faces than its anchor are detected again at full size: the
     faces, tracks and tracked frames stay those of the undisturbed run."""
-    vcfg = VisionConfig()
+    vcfg = VisionConfig(track_det_size=320)
     detector = build_detector(vcfg, models_dir)
     path, span = media_dir / "dialogue_5shots" / "dialogue_5shots.mp4", [(0, 16000)]
     ref, ref_stats = extract_faces(path, tmp_path / "ref.parquet", source_id="s", speech_spans_ms=span, shots=None,
