@@ -32,11 +32,12 @@ class VisionConfig(BaseModel):
         track_det_size: canvas side (px) of most keyframes while the faces of a run are large. An anchor keyframe
             (a run's first, then every ``full_detect_every_ms``) is detected at ``det_size`` and at this side; when
             both find the same faces and each is at least :data:`cinedub.vision.extract.MIN_REDUCED_FACE_PX` px on
-            the small canvas, the keyframes up to the next anchor run on the small canvas only, and one that finds
-            fewer faces is detected again at full size. 0 (the default) = every keyframe at ``det_size``; 320 is
-            half of SCRFD's 640, a quarter of the compute. Off by default: the two canvases place SCRFD's boxes
-            2-4 % of the side apart, which shifts the face crops, and on one talk-show group of the audio-visual
-            tests (``grp_1e``) that moved Light-ASD's margin for the one speaker below the fusion's bar.
+            the small canvas, the keyframes up to the next anchor run on the small canvas only, and one that does
+            not find the run's faces (one lost or new) is detected again at full size. The small canvas's boxes and
+            points are moved onto the full canvas's geometry, face by face, by the offset between the two canvases
+            at the anchors (SCRFD places a box 2-4 % of the side apart on the two; about 1 % remains), so the face
+            crops do not depend on the canvas. 320 (the default) is half of SCRFD's 640, a quarter of the compute;
+            0 = every keyframe at ``det_size``.
         full_detect_every_ms: the anchor period: a face too small for the reduced canvas that enters mid-run is
             found at most this late.
         min_face_px: detections whose box is smaller than this on its longer side (source px) are ignored.
@@ -89,7 +90,7 @@ class VisionConfig(BaseModel):
     nms_threshold: float = Field(0.4, gt=0, lt=1)
     det_batch_size: int = Field(8, ge=1)
     detect_every_ms: int = Field(200, ge=0)
-    track_det_size: int = Field(0, ge=0, le=1920)
+    track_det_size: int = Field(320, ge=0, le=1920)
     full_detect_every_ms: int = Field(1000, ge=0)
     min_face_px: int = Field(24, ge=1)
     speech_pad_ms: int = Field(200, ge=0)

@@ -74,8 +74,9 @@ _FLUSH_ROWS = 2000
 class ExtractStats:
     """Timing of one run (s), throughput (decoded frames per second of wall time) and the most frames held in
     memory at once (bounded by the gap tolerance + smoothing window, not by shot length). ``n_detected_frames``
-    counts keyframes; ``n_reduced_frames`` of them ran on the reduced canvas (``track_det_size``), and
-    ``n_redetected_frames`` of those ran again at full size because the reduced canvas lost a tracked face."""
+    counts keyframes; ``n_reduced_frames`` of them ran on the reduced canvas only (``track_det_size``; anchors,
+    detected on both, are not counted), and ``n_redetected_frames`` of those ran again at full size because the
+    reduced canvas did not find the run's faces (one lost or new)."""
 
     n_frames: int = 0
     n_frames_all: int = 0
@@ -318,7 +319,8 @@ def extract_faces(
     # shot is final (the cut finder reports a cut a few frames late) and their successor is known.
     # With a reduced canvas (track_det_size), an anchor keyframe (a run's first, then every full_detect_every_ms)
     # is detected on both canvases; when the reduced one finds the same faces and all are large enough there, the
-    # keyframes up to the next anchor run on the reduced canvas only (see :func:`_run_window`).
+    # keyframes up to the next anchor run on the reduced canvas only, their boxes moved onto the full canvas's
+    # geometry (see :class:`_ReducedCanvas`).
     cuts = CutFinder(shot_cfg, fps, (info.width, info.height)) if shot_cfg is not None else None
     # prev: (index, shot) of the last frame scheduled; the times (ms) of the last keyframe and the last anchor
     sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}
@@ -351,12 +353,14 @@ def extract_faces(
             last = sched["last_key_ms"]
             key = (vcfg.detect_every_ms <= 0 or new_run or end_run or last is None
                    or f.pts_ms - last >= vcfg.detect_every_ms - frame_ms / 2)
-            anchor = False
+            anchor: str | bool = False
             if key:
                 sched["last_key_ms"] = f.pts_ms
                 last_anchor = sched["last_anchor_ms"]
-                anchor = (new_run or last_anchor is None
-                          or f.pts_ms - last_anchor >= vcfg.full_detect_every_ms - frame_ms / 2)
+                if new_run or last_anchor is None:
+                    anchor = "first"
+                elif f.pts_ms - last_anchor >= vcfg.full_detect_every_ms - frame_ms / 2:
+                    anchor = "again"  # continues the consecutive frames of the last anchor
                 if anchor:
                     sched["last_anchor_ms"] = f.pts_ms
             sched["prev"] = (f.index, shot)
@@ -440,24 +444,102 @@ def extract_faces(
     return result, stats
 
 
+class _Run:
+    """One anchor's run on the reduced canvas: per face of the anchor, the offset that maps its reduced-canvas box
+    onto its full-canvas box, and the reduced box last seen for it (chained from keyframe to keyframe, 200 ms apart,
+    so a moving face keeps its own offset).
+
+    Attributes:
+        first: ``(n, 4)`` float64 xyxy, the faces' reduced-canvas boxes at the anchor (source px).
+        last: ``(n, 4)`` float64 xyxy, the faces' last reduced-canvas boxes (source px).
+        offset: ``(n, 4)`` float64, per face ``(dcx / w, dcy / h, log(w_full / w), log(h_full / h))`` of the
+            reduced box ``(w, h)``: the centre shift in box sides and the log size ratio; averaged with the same
+            face's offset at the anchors before (``before``, at most :data:`_POOLED_ANCHORS` in all).
+        n: ``(n,)`` how many anchors each face's offset averages.
+    """
+
+    def __init__(self, full: np.ndarray, small: np.ndarray, pair: np.ndarray, before: "_Run | None" = None):
+        f, s = full[pair, :4].astype(np.float64), small[:, :4].astype(np.float64)
+        sw, sh = np.maximum(s[:, 2] - s[:, 0], 1e-3), np.maximum(s[:, 3] - s[:, 1], 1e-3)
+        fw, fh = f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]
+        self.first, self.last = s, s.copy()
+        self.offset = np.stack([((f[:, 0] + f[:, 2]) - (s[:, 0] + s[:, 2])) / 2 / sw,
+                                ((f[:, 1] + f[:, 3]) - (s[:, 1] + s[:, 3])) / 2 / sh,
+                                np.log(fw / sw), np.log(fh / sh)], axis=1)
+        self.n = np.ones(len(s))
+        if before is not None and len(s) and len(before.first):
+            # the same face at the run's previous anchor (its boxes there, not the chained ones: those depend on
+            # how keyframes were batched): average the offsets, one anchor's is noisy (about 1 % of the side)
+            iou = iou_matrix(s, before.first)
+            prev = iou.argmax(axis=1)
+            for i, j in enumerate(prev):
+                if iou[i, j] >= _SAME_FACE_IOU and np.sum(prev == j) == 1:
+                    k = min(before.n[j], _POOLED_ANCHORS - 1)
+                    self.offset[i] = (before.offset[j] * k + self.offset[i]) / (k + 1)
+                    self.n[i] = k + 1
+
+    def follow(self, small: np.ndarray) -> np.ndarray | None:
+        """``small`` (a reduced keyframe's detections) moved onto the full canvas, face by face with the offset of
+        the run's face it continues (IoU >= :data:`_SAME_FACE_IOU` with that face's last box, one to one); None when
+        the faces are not the run's (one lost, one new, or ambiguous): the keyframe is then detected at full size."""
+        if len(small) != len(self.last):
+            return None
+        if not len(small):
+            return small
+        iou = iou_matrix(small[:, :4].astype(np.float64), self.last)
+        pair = iou.argmax(axis=1)
+        if len(set(pair.tolist())) != len(pair) or iou[np.arange(len(pair)), pair].min() < _SAME_FACE_IOU:
+            return None
+        self.last[pair] = small[:, :4]
+        o = self.offset[pair]
+        d = small.astype(np.float64)
+        w, h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
+        cx, cy = (d[:, 0] + d[:, 2]) / 2, (d[:, 1] + d[:, 3]) / 2
+        sx, sy = np.exp(o[:, 2]), np.exp(o[:, 3])
+        ncx, ncy = cx + o[:, 0] * w, cy + o[:, 1] * h
+        out = d.copy()
+        out[:, 0], out[:, 2] = ncx - w * sx / 2, ncx + w * sx / 2
+        out[:, 1], out[:, 3] = ncy - h * sy / 2, ncy + h * sy / 2
+        out[:, 5:15:2] = ncx[:, None] + (d[:, 5:15:2] - cx[:, None]) * sx[:, None]
+        out[:, 6:15:2] = ncy[:, None] + (d[:, 6:15:2] - cy[:, None]) * sy[:, None]
+        return out.astype(small.dtype)
+
+
+# Overlap of a reduced keyframe's face with the run's face of the keyframe before (200 ms earlier) to continue it:
+# the tracker's own threshold (VisionConfig.track_iou_threshold's default).
+_SAME_FACE_IOU = 0.3
+# A face's canvas offset is the mean over at most this many consecutive anchors (5 s at the default period): the
+# noise of one anchor's offset drops by about its square root, and a face that grows or shrinks on screen still
+# updates it within seconds.
+_POOLED_ANCHORS = 5
+
+
 class _ReducedCanvas:
     """Which keyframes run on the reduced canvas (``track_det_size``), decided from the detections alone, in
-    frame order, so that the result does not depend on how frames are batched. An anchor keyframe is detected on
-    both canvases; the reduced canvas is trusted up to the next anchor when it found as many faces, each overlapping
-    one of the full canvas (IoU >= 0.5), and every one is at least :data:`MIN_REDUCED_FACE_PX` there (with no face
-    on either, the reduced canvas looks for large newcomers; small ones are found by the next anchor). The boxes of
-    a run then all come from one canvas (the two canvases place SCRFD boxes a few % of the side apart, which mixing
-    them would turn into jitter). A reduced keyframe that finds fewer faces than its anchor is detected again at
-    full size, and the faces only that finds are added (a face lost or too small for the reduced canvas).
+    frame order, so that the result does not depend on how frames are batched.
+
+    An anchor keyframe is detected on both canvases. The reduced canvas is trusted up to the next anchor when it
+    found as many faces, each overlapping one of the full canvas (IoU >= 0.5), and every one is at least
+    :data:`MIN_REDUCED_FACE_PX` there (with no face on either, the reduced canvas looks for large newcomers; small
+    ones are found by the next anchor). Every box stays on the full canvas's geometry: the anchor keeps its full
+    detections, and a reduced keyframe's boxes and points are moved by the offset its face had between the two
+    canvases at the anchor (see :class:`_Run`). SCRFD places a face's box 2-4 % of the side apart on the two
+    canvases, mostly a size bias that holds for a face from frame to frame; the offset removes it (residual about
+    1 % of the side, the level of the tracker's interpolation between keyframes), so the face crops, and Light-ASD's
+    scores on them, do not depend on which canvas ran. A reduced keyframe whose faces are not the run's (one lost,
+    one new) is detected again at full size and takes those detections.
 
     Attributes:
         size: the reduced canvas side (px; 0 = off); scale: frame px -> reduced canvas px.
-        trusted: the keyframes after the last anchor run on the reduced canvas.
-        expect: the faces of that anchor (a reduced keyframe finding fewer is detected again at full size).
+        run: the current anchor's run, None when the keyframes after the last anchor run at full size.
     """
 
     def __init__(self, size: int, scale: float):
-        self.size, self.scale, self.trusted, self.expect = size, scale, False, 0
+        self.size, self.scale, self.run = size, scale, None
+
+    @property
+    def trusted(self) -> bool:
+        return self.run is not None
 
     @classmethod
     def for_source(cls, vcfg: VisionConfig, width: int, height: int, detector: FaceDetector) -> "_ReducedCanvas":
@@ -467,26 +549,27 @@ class _ReducedCanvas:
         size = vcfg.track_det_size if on else 0
         return cls(size, size / max(width, height, 1))
 
-    def anchor(self, full: np.ndarray, small: np.ndarray) -> np.ndarray:
-        """The detections of an anchor keyframe (``full`` and ``small``: its two canvases' detections)."""
+    def anchor(self, full: np.ndarray, small: np.ndarray, continues: bool = False) -> np.ndarray:
+        """The detections of an anchor keyframe (``full`` and ``small``: its two canvases' detections, ``(n, 15)``
+        float32); starts a run on the reduced canvas when the two agree, and returns ``full`` either way.
+        ``continues``: the anchor continues the consecutive frames of the last one (same shot, no gap), whose
+        faces' offsets are then averaged in."""
+        before, self.run = (self.run if continues else None), None
+        if len(full) != len(small):
+            return full
         sides = np.maximum(full[:, 2] - full[:, 0], full[:, 3] - full[:, 1]) * self.scale
-        self.trusted = (len(full) == len(small) and bool(np.all(sides >= MIN_REDUCED_FACE_PX))
-                        and bool(np.all(iou_matrix(full[:, :4], small[:, :4]).max(axis=1, initial=0) >= 0.5)))
-        self.expect = len(small) if self.trusted else 0
-        return small if self.trusted else full
-
-
-def _add_unmatched(small: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """``small``'s detections plus those of ``full`` that overlap none of them (IoU < 0.5)."""
-    if not len(small) or not len(full):
-        return full if not len(small) else small
-    extra = full[iou_matrix(full[:, :4], small[:, :4]).max(axis=1) < 0.5]
-    return np.vstack([small, extra]) if len(extra) else small
+        iou = iou_matrix(small[:, :4], full[:, :4])
+        pair = iou.argmax(axis=1) if len(full) else np.zeros(0, int)
+        if (np.all(sides >= MIN_REDUCED_FACE_PX) and len(set(pair.tolist())) == len(pair)
+                and np.all(iou[np.arange(len(pair)), pair] >= 0.5)):
+            self.run = _Run(full, small, pair, before)
+        return full
 
 
 def _run_window(window: list[list], detector: FaceDetector, step, stats: ExtractStats, empty: np.ndarray,
                 reduced: _ReducedCanvas) -> None:
-    """Detect faces on the keyframes of ``window`` (``[frame, shot, is_keyframe, is_anchor]`` items), one batch
+    """Detect faces on the keyframes of ``window`` (``[frame, shot, is_keyframe, anchor]`` items; anchor False,
+    ``"first"`` of a run of frames or ``"again"``), one batch
     per canvas, then feed every frame to ``step`` in order (frames between keyframes with no detections)."""
     if not window:
         return
@@ -503,21 +586,24 @@ def _run_window(window: list[list], detector: FaceDetector, step, stats: Extract
         anchors = [w for w in keys if w[3]]
         full_dets = dict(zip(map(id, anchors), detect(anchors)))
         small_dets = dict(zip(map(id, anchors), detect(anchors, reduced.size)))
-        on_small: list[tuple[list, int]] = []
+        on_small: list[tuple[list, _Run]] = []
         on_full: list[list] = []
         for w in keys:  # in frame order: an anchor decides the canvas of the keyframes after it
             if w[3]:
-                found[id(w)] = reduced.anchor(full_dets[id(w)], small_dets[id(w)])
-                stats.n_reduced_frames += reduced.trusted
-            elif reduced.trusted:
-                on_small.append((w, reduced.expect))
+                found[id(w)] = reduced.anchor(full_dets[id(w)], small_dets[id(w)], continues=w[3] == "again")
+            elif reduced.run is not None:
+                on_small.append((w, reduced.run))
             else:
                 on_full.append(w)
         found.update(zip(map(id, on_full), detect(on_full)))
-        found.update(zip((id(w) for w, _ in on_small), detect([w for w, _ in on_small], reduced.size)))
-        lost = [w for w, expect in on_small if len(found[id(w)]) < expect]
-        for w, dets in zip(lost, detect(lost)):
-            found[id(w)] = _add_unmatched(found[id(w)], dets)
+        lost = []
+        for (w, run), dets in zip(on_small, detect([w for w, _ in on_small], reduced.size)):  # in frame order
+            moved = run.follow(dets)
+            if moved is None:
+                lost.append(w)
+            else:
+                found[id(w)] = moved
+        found.update(zip(map(id, lost), detect(lost)))
         stats.n_reduced_frames += len(on_small)
         stats.n_redetected_frames += len(lost)
     stats.detect_s += time.perf_counter() - t0
