@@ -36,7 +36,7 @@ class FacesStage(Stage):
     name = "faces"
     version = "5"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
     # indices in decode order (corrupt packets skipped), tracks end in the source; v4: keyframes on the reduced
-    # canvas while a run's faces are large (opt-in); v5: reduced keyframes on the full canvas's geometry, on by default
+    # canvas while a run's faces are large (opt-in); v5: reduced keyframes on the full canvas's geometry
     inputs = ("ingest", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"

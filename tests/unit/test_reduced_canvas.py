@@ -30,7 +30,7 @@ _SIZED = _Sized(True)
 def test_reduced_canvas_follows_the_config_and_the_frame_size():
     c = _ReducedCanvas.for_source(VisionConfig(track_det_size=320), 1920, 1080, _SIZED)
     assert c.size == 320 and abs(c.scale - 320 / 1920) < 1e-9 and not c.trusted
-    assert _ReducedCanvas.for_source(VisionConfig(track_det_size=0), 1920, 1080, _SIZED).size == 0  # off
+    assert _ReducedCanvas.for_source(VisionConfig(), 1920, 1080, _SIZED).size == 0  # off by default
     not_smaller = VisionConfig(det_size=320, track_det_size=320)
     assert _ReducedCanvas.for_source(not_smaller, 1920, 1080, _SIZED).size == 0
     fixed = _Sized(False)  # BlazeFace, a fixed-size SCRFD graph

@@ -195,13 +195,12 @@ def test_asd_on_a_30fps_monologue(media_dir, vcfg, detector, asd_net, tmp_path):
     ("en_monologue/englishvideo.mp4", (0, 9900), False),  # a 30 fps webcam: head and hands move
 ])
 def test_sparse_detection_keeps_recall_and_boxes(media_dir, models_dir, tmp_path, shot_tools, rel, span, cuts):
-    """The sparse schedule (detect every 200 ms, on the reduced canvas while the faces are large, track in
-    between) finds the faces of detecting every frame at full size: the same tracks and frames, and lips on every
-    tracked frame. Its boxes are those of detecting every frame at full size within a few % of the side, with the
-    reduced canvas as with keyframes all at full size: the reduced keyframes take the full canvas's geometry (the
-    two canvases place SCRFD's boxes 2-4 % of the side apart, printed)."""
-    vcfg = VisionConfig()
-    assert 0 < vcfg.track_det_size < vcfg.det_size  # the production schedule: reduced keyframes
+    """The sparse schedule (detect every 200 ms, track in between; the default with keyframes all at full size, and
+    with the reduced canvas while the faces are large) finds the faces of detecting every frame at full size: the
+    same tracks and frames, and lips on every tracked frame. Its boxes are those of detecting every frame at full
+    size within a few % of the side, with the reduced canvas too: the reduced keyframes take the full canvas's
+    geometry (the two canvases place SCRFD's boxes 2-4 % of the side apart, printed)."""
+    vcfg = VisionConfig(track_det_size=320)  # the production canvas (640), with reduced keyframes at 320
     detector = build_detector(vcfg, models_dir)
     path = media_dir / rel
     shots = shot_tools[1](path) if cuts else None
@@ -277,7 +276,7 @@ class _LosingDetector:
 def test_reduced_canvas_that_loses_a_face_detects_again_at_full_size(media_dir, models_dir, tmp_path):
     """Keyframes where the reduced canvas does not find its run's faces are detected again at full size: the
     faces, tracks and tracked frames stay those of the undisturbed run."""
-    vcfg = VisionConfig()
+    vcfg = VisionConfig(track_det_size=320)
     detector = build_detector(vcfg, models_dir)
     path, span = media_dir / "dialogue_5shots" / "dialogue_5shots.mp4", [(0, 16000)]
     ref, ref_stats = extract_faces(path, tmp_path / "ref.parquet", source_id="s", speech_spans_ms=span, shots=None,
