@@ -35,7 +35,7 @@ class VisionConfig(BaseModel):
             the small canvas, the keyframes up to the next anchor run on the small canvas only, and one that does
             not find the run's faces (one lost or new) is detected again at full size. The small canvas's boxes and
             points are moved onto the full canvas's geometry, face by face, by the offset between the two canvases
-            at the anchors (SCRFD places a box 2-4 % of the side apart on the two; about 1 % remains), so the face
+            at the anchors (SCRFD places a box 2-4 % of the side apart on the two; 1-1.5 % remains), so the face
             crops do not depend on the canvas. 0 (the default) = every keyframe at ``det_size``; 320 is half of
             SCRFD's 640, a quarter of the compute. Off by default: on 2 cores it saved 8 % of the faces stage's CPU
             and 180 MB of its peak but no measurable wall time (the FaceMesh worker bounds it), and the audio-visual
