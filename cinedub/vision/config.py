@@ -36,10 +36,10 @@ class VisionConfig(BaseModel):
             not find the run's faces (one lost or new) is detected again at full size. The small canvas's boxes and
             points are moved onto the full canvas's geometry, face by face, by the offset between the two canvases
             at the anchors (SCRFD places a box 2-4 % of the side apart on the two; 1-1.5 % remains), so the face
-            crops do not depend on the canvas. 0 (the default) = every keyframe at ``det_size``; 320 is half of
-            SCRFD's 640, a quarter of the compute. Off by default: on 2 cores it saved 8 % of the faces stage's CPU
-            and 180 MB of its peak but no measurable wall time (the FaceMesh worker bounds it), and the audio-visual
-            tests' attribution confidences came out 0.001-0.024 lower with it (same decisions, same DER).
+            crops move by that much rather than 2-4 %. 0 (the default) = every keyframe at ``det_size``; 320 is
+            half of SCRFD's 640, a quarter of the compute. Off by default: on 2 cores it saved 8 % of the faces
+            stage's CPU and 180 MB of its peak, and 0.97x its wall time (within the noise of 3 pairs), while the
+            audio-visual tests' attribution confidences came out 0.001-0.024 lower (same decisions, same DER).
         full_detect_every_ms: the anchor period: a face too small for the reduced canvas that enters mid-run is
             found at most this late.
         min_face_px: detections whose box is smaller than this on its longer side (source px) are ignored.
