@@ -67,7 +67,12 @@ FRAMES_SCHEMA = pa.schema(
         ("mouth_crop", pa.binary()),
     ]
 )
+# Rows are written in row groups of at most this many rows or this many bytes of encoded crops (about 14 kB a row
+# at the defaults): the rows waiting, and their Arrow copy while written, stay a few MB whatever the source's length.
 _FLUSH_ROWS = 2000
+_FLUSH_BYTES = 8 << 20
+# Rows a track being cropped holds in memory (about 3.5 MB); more go to its spill file.
+_SPILL_ROWS = 256
 
 
 @dataclass
@@ -100,6 +105,12 @@ class _Emitter:
     next_pos: int = 0  # positions before it are handed to the crop worker (main thread's cursor)
     rows: list[dict] = field(default_factory=list)  # filled by the crop worker
     landmarker: LipLandmarker | None = None
+    # rows of a long track written ahead to a file of their own until the track ends (kept or dropped), so a shot
+    # of many minutes holds at most _SPILL_ROWS rows in memory
+    spill: pq.ParquetWriter | None = None
+    spill_path: Path | None = None
+    first_pts_ms: int | None = None  # of the track's first and last cropped frames
+    last_pts_ms: int = 0
 
 
 # Frames handed to the crop worker and not cropped yet, at most: a constant, like the decode buffer (about
@@ -226,6 +237,7 @@ def extract_faces(
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     writer = pq.ParquetWriter(str(tmp), FRAMES_SCHEMA, compression="zstd")
     pending_rows: list[dict] = []
+    pending_bytes = [0]  # encoded crop bytes in pending_rows
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
     started: set[_Emitter] = set()  # emitters of unfinished tracks, to close their FaceMesh graphs if the run fails
@@ -251,7 +263,39 @@ def extract_faces(
             em.landmarker = idle_landmarkers.pop() if idle_landmarkers else LipLandmarker()
         for pos, frame in enumerate(frames, start):
             em.rows.append(_crop_row(em, pos, frame, half, vcfg))
+        if em.first_pts_ms is None and em.rows:
+            em.first_pts_ms = em.rows[0]["pts_ms"]
+        if em.rows:
+            em.last_pts_ms = em.rows[-1]["pts_ms"]
+        if len(em.rows) >= _SPILL_ROWS:
+            if em.spill is None:
+                em.spill_path = tmp.with_name(f"{tmp.name}.T{em.track.track_no:05d}")
+                em.spill = pq.ParquetWriter(str(em.spill_path), FRAMES_SCHEMA, compression="none")
+            for row in em.rows:
+                row["track_id"] = track_id_of(em.track)
+            em.spill.write_table(pa.Table.from_pylist(em.rows, schema=FRAMES_SCHEMA))
+            em.rows = []
         stats.crop_s += time.perf_counter() - t0
+
+    def track_id_of(track: RawTrack) -> str:
+        return f"{source_id}-T{track.track_no:05d}"
+
+    def close_spill(em: _Emitter, copy: bool) -> None:
+        """Close a track's spill file, copy its rows to the output first when ``copy``, and delete it."""
+        if em.spill is None:
+            return
+        em.spill.close()
+        if copy:
+            for batch in pq.ParquetFile(str(em.spill_path)).iter_batches(batch_size=_SPILL_ROWS):
+                writer.write_table(pa.Table.from_batches([batch], schema=FRAMES_SCHEMA))
+        em.spill_path.unlink(missing_ok=True)
+        em.spill = em.spill_path = None
+
+    def write_pending() -> None:
+        if pending_rows:
+            writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
+            pending_rows.clear()
+        pending_bytes[0] = 0
 
     def finish(track: RawTrack) -> None:
         em = emitters.pop(track.track_no)
@@ -263,10 +307,14 @@ def extract_faces(
     def finish_job(em: _Emitter, keep: bool) -> None:  # on the crop worker, after the track's crop jobs
         track = em.track
         if keep:
-            track_id = f"{source_id}-T{track.track_no:05d}"
+            track_id = track_id_of(track)
             for row in em.rows:
                 row["track_id"] = track_id
+            if em.spill is not None:  # the file keeps tracks in the order they end: earlier ones first
+                write_pending()
+                close_spill(em, copy=True)
             pending_rows.extend(em.rows)
+            pending_bytes[0] += sum(len(r["face_crop"]) + len(r["mouth_crop"]) for r in em.rows)
             face_frames.update(track.frames)
             scores = np.asarray(track.scores, np.float64)
             kept.append(
@@ -275,8 +323,8 @@ def extract_faces(
                     shot_index=track.shot_index,
                     start_frame=track.frames[0],
                     end_frame=track.frames[-1] + 1,
-                    start_ms=em.rows[0]["pts_ms"],
-                    end_ms=min(int(round(em.rows[-1]["pts_ms"] + frame_ms)), end_limit_ms or 1 << 62),
+                    start_ms=em.first_pts_ms,
+                    end_ms=min(int(round(em.last_pts_ms + frame_ms)), end_limit_ms or 1 << 62),
                     n_frames=len(track.frames),
                     n_detected=track.n_detected,
                     median_face_px=round(track.median_size_px(), 1),
@@ -287,11 +335,11 @@ def extract_faces(
             em.landmarker.reset()
             idle_landmarkers.append(em.landmarker)
             em.landmarker = None
+        close_spill(em, copy=False)  # a dropped track's (a kept one's is closed above)
         em.rows = []  # handed on (or dropped): a finished track holds no crops, so memory does not grow with length
         started.discard(em)
-        if len(pending_rows) >= _FLUSH_ROWS:
-            writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
-            pending_rows.clear()
+        if len(pending_rows) >= _FLUSH_ROWS or pending_bytes[0] >= _FLUSH_BYTES:
+            write_pending()
 
     def step(frame: DecodedFrame, shot: int, dets: np.ndarray) -> None:
         buffer[frame.index] = frame
@@ -399,8 +447,7 @@ def extract_faces(
             finish(t)
         crops.drain()
         crops.close()
-        if pending_rows:
-            writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
+        write_pending()
         writer.close()
         os.replace(tmp, out_path)
     except BaseException:
@@ -408,6 +455,7 @@ def extract_faces(
         writer.close()
         tmp.unlink(missing_ok=True)
         for em in started:
+            close_spill(em, copy=False)
             if em.landmarker is not None:
                 em.landmarker.reset()
                 idle_landmarkers.append(em.landmarker)

@@ -319,3 +319,24 @@ def test_reset_facemesh_gives_the_points_of_a_new_one(media_dir, vcfg, detector)
     assert all(w is not None for w in want) and len(want) >= 8
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
+
+
+def test_long_tracks_spill_to_disk_and_give_the_same_file(media_dir, vcfg, detector, tmp_path, monkeypatch):
+    """A track holds at most ``_SPILL_ROWS`` rows in memory (the rest wait in a file of its own until the track
+    ends) and rows are written in groups of at most ``_FLUSH_BYTES``: the output is the same rows, crops included, in
+    the same order, and no spill file is left behind."""
+    import cinedub.vision.extract as extract
+
+    path, span = media_dir / "dialogue_5shots" / "dialogue_5shots.mp4", [(0, 16000)]
+    ref, _ = extract_faces(path, tmp_path / "ref.parquet", source_id="s", speech_spans_ms=span, shots=None,
+                           vcfg=vcfg, detector=detector)
+    monkeypatch.setattr(extract, "_SPILL_ROWS", 16)
+    monkeypatch.setattr(extract, "_FLUSH_BYTES", 64 << 10)
+    res, _ = extract_faces(path, tmp_path / "out" / "spilled.parquet", source_id="s", speech_spans_ms=span,
+                           shots=None, vcfg=vcfg, detector=detector)
+    a, b = pq.read_table(ref.frames_path), pq.read_table(res.frames_path)
+    assert a.num_rows >= 300 and max(t.n_frames for t in ref.tracks) > 16  # a track longer than the spill size
+    assert a.equals(b)
+    assert res.tracks == ref.tracks
+    assert pq.ParquetFile(res.frames_path).metadata.num_row_groups > pq.ParquetFile(ref.frames_path).metadata.num_row_groups
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["spilled.parquet"]
