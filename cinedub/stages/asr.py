@@ -27,7 +27,7 @@ import numpy as np
 
 from cinedub.config import Config
 from cinedub.diarization.config import VadConfig
-from cinedub.diarization.vad import speech_regions
+from cinedub.diarization.vad import silero_chunks, speech_regions
 from cinedub.errors import MediaError, ModelNotFoundError
 from cinedub.media import ASR_SAMPLE_RATE_HZ, load_audio
 from cinedub.models import resolve_model_dir
@@ -191,7 +191,19 @@ class AsrStage(Stage):
             log_prob_threshold=asr.logprob_threshold,
             no_speech_threshold=asr.no_speech_threshold,
         )
-        if self.pipeline is None:
+        if self.pipeline is None and asr.vad_filter:
+            # faster-whisper's own VAD pass holds about 3.5 copies of the whole audio (a padded copy, Silero's
+            # windowed copy, its quadratic concatenation of the speech); the same chunks, found block by block and
+            # joined once, hold at most one more, so a long episode does not need several GB
+            from faster_whisper.transcribe import restore_speech_timestamps
+            from faster_whisper.vad import VadOptions
+
+            chunks = silero_chunks(audio, VadOptions())
+            speech = np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+            segments, _ = self.model.transcribe(speech, **{**kwargs, "vad_filter": False})
+            if chunks:
+                segments = restore_speech_timestamps(segments, chunks, ASR_SAMPLE_RATE_HZ)
+        elif self.pipeline is None:
             segments, _ = self.model.transcribe(audio, **kwargs)  # lazy: decoding starts when iterated
         else:
             if not asr.vad_filter and len(audio) >= WINDOW_S * ASR_SAMPLE_RATE_HZ:
