@@ -150,13 +150,7 @@ class AsrStage(Stage):
         averaged (weighted by length) over up to :data:`LID_MAX_WINDOWS` 30 s windows of speech (Silero VAD when
         ``asr.vad_filter``) from the first :data:`LID_SCAN_S` seconds. Empty when no speech is found."""
         scan = audio[: LID_SCAN_S * ASR_SAMPLE_RATE_HZ]
-        if self.cfg.asr.vad_filter:
-            from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-            chunks = get_speech_timestamps(scan, VadOptions())
-            speech = np.concatenate([scan[c["start"] : c["end"]] for c in chunks]) if chunks else scan[:0]
-        else:
-            speech = scan
+        speech = speech_only(scan)[0] if self.cfg.asr.vad_filter else scan
         n = WINDOW_S * ASR_SAMPLE_RATE_HZ
         windows = [speech[i : i + n] for i in range(0, len(speech), n)][:LID_MAX_WINDOWS]
         if not windows:
@@ -196,10 +190,8 @@ class AsrStage(Stage):
             # windowed copy, its quadratic concatenation of the speech); the same chunks, found block by block and
             # joined once, hold at most one more, so a long episode does not need several GB
             from faster_whisper.transcribe import restore_speech_timestamps
-            from faster_whisper.vad import VadOptions
 
-            chunks = silero_chunks(audio, VadOptions())
-            speech = np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+            speech, chunks = speech_only(audio)
             segments, _ = self.model.transcribe(speech, **{**kwargs, "vad_filter": False})
             if chunks:
                 segments = restore_speech_timestamps(segments, chunks, ASR_SAMPLE_RATE_HZ)
@@ -359,3 +351,14 @@ class AsrStage(Stage):
         for note in dropped:
             logger.debug("dropped %s", note)
         return transcript
+
+
+def speech_only(audio: np.ndarray) -> tuple[np.ndarray, list[dict[str, int]]]:
+    """The speech of ``audio`` (float32 mono 16 kHz) joined end to end, as faster-whisper's ``vad_filter`` keeps it
+    (Silero VAD with its default ``VadOptions``, block by block: :func:`cinedub.diarization.vad.silero_chunks`), and
+    the chunks it came from (samples), to map times back with ``restore_speech_timestamps``."""
+    from faster_whisper.vad import VadOptions
+
+    chunks = silero_chunks(audio, VadOptions())
+    speech = np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+    return speech, chunks

@@ -504,9 +504,13 @@ class _Run:
             reduced box ``(w, h)``: the centre shift in box sides and the log size ratio; averaged with the same
             face's offset at the anchors before (``before``, at most :data:`_POOLED_ANCHORS` in all).
         n: ``(n,)`` how many anchors each face's offset averages.
+        same_face_iou: overlap with a face's box at the keyframe before (200 ms earlier) to continue it, and with its
+            box at the anchor before to average their offsets: the tracker's threshold
+            (``VisionConfig.track_iou_threshold``).
     """
 
-    def __init__(self, full: np.ndarray, small: np.ndarray, pair: np.ndarray, before: "_Run | None" = None):
+    def __init__(self, full: np.ndarray, small: np.ndarray, pair: np.ndarray, same_face_iou: float,
+                 before: "_Run | None" = None):
         f, s = full[pair, :4].astype(np.float64), small[:, :4].astype(np.float64)
         sw, sh = np.maximum(s[:, 2] - s[:, 0], 1e-3), np.maximum(s[:, 3] - s[:, 1], 1e-3)
         fw, fh = f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]
@@ -515,20 +519,21 @@ class _Run:
                                 ((f[:, 1] + f[:, 3]) - (s[:, 1] + s[:, 3])) / 2 / sh,
                                 np.log(fw / sw), np.log(fh / sh)], axis=1)
         self.n = np.ones(len(s))
+        self.same_face_iou = same_face_iou
         if before is not None and len(s) and len(before.first):
             # the same face at the run's previous anchor (its boxes there, not the chained ones: those depend on
             # how keyframes were batched): average the offsets, one anchor's is noisy (about 1 % of the side)
             iou = iou_matrix(s, before.first)
             prev = iou.argmax(axis=1)
             for i, j in enumerate(prev):
-                if iou[i, j] >= _SAME_FACE_IOU and np.sum(prev == j) == 1:
+                if iou[i, j] >= same_face_iou and np.sum(prev == j) == 1:
                     k = min(before.n[j], _POOLED_ANCHORS - 1)
                     self.offset[i] = (before.offset[j] * k + self.offset[i]) / (k + 1)
                     self.n[i] = k + 1
 
     def follow(self, small: np.ndarray) -> np.ndarray | None:
         """``small`` (a reduced keyframe's detections) moved onto the full canvas, face by face with the offset of
-        the run's face it continues (IoU >= :data:`_SAME_FACE_IOU` with that face's last box, one to one); None when
+        the run's face it continues (IoU >= ``same_face_iou`` with that face's last box, one to one); None when
         the faces are not the run's (one lost, one new, or ambiguous): the keyframe is then detected at full size."""
         if len(small) != len(self.last):
             return None
@@ -536,7 +541,7 @@ class _Run:
             return small
         iou = iou_matrix(small[:, :4].astype(np.float64), self.last)
         pair = iou.argmax(axis=1)
-        if len(set(pair.tolist())) != len(pair) or iou[np.arange(len(pair)), pair].min() < _SAME_FACE_IOU:
+        if len(set(pair.tolist())) != len(pair) or iou[np.arange(len(pair)), pair].min() < self.same_face_iou:
             return None
         self.last[pair] = small[:, :4]
         o = self.offset[pair]
@@ -553,9 +558,6 @@ class _Run:
         return out.astype(small.dtype)
 
 
-# Overlap of a reduced keyframe's face with the run's face of the keyframe before (200 ms earlier) to continue it:
-# the tracker's own threshold (VisionConfig.track_iou_threshold's default).
-_SAME_FACE_IOU = 0.3
 # A face's canvas offset is the mean over at most this many consecutive anchors (5 s at the default period): the
 # noise of one anchor's offset drops by about its square root, and a face that grows or shrinks on screen still
 # updates it within seconds.
@@ -579,11 +581,12 @@ class _ReducedCanvas:
 
     Attributes:
         size: the reduced canvas side (px; 0 = off); scale: frame px -> reduced canvas px.
+        same_face_iou: see :class:`_Run` (the tracker's ``track_iou_threshold``).
         run: the current anchor's run, None when the keyframes after the last anchor run at full size.
     """
 
-    def __init__(self, size: int, scale: float):
-        self.size, self.scale, self.run = size, scale, None
+    def __init__(self, size: int, scale: float, same_face_iou: float):
+        self.size, self.scale, self.same_face_iou, self.run = size, scale, same_face_iou, None
 
     @property
     def trusted(self) -> bool:
@@ -595,7 +598,7 @@ class _ReducedCanvas:
         call (``variable_size``; BlazeFace and a fixed-size SCRFD graph do not)."""
         on = 0 < vcfg.track_det_size < vcfg.det_size and getattr(detector, "variable_size", False)
         size = vcfg.track_det_size if on else 0
-        return cls(size, size / max(width, height, 1))
+        return cls(size, size / max(width, height, 1), vcfg.track_iou_threshold)
 
     def anchor(self, full: np.ndarray, small: np.ndarray, continues: bool = False) -> np.ndarray:
         """The detections of an anchor keyframe (``full`` and ``small``: its two canvases' detections, ``(n, 15)``
@@ -610,7 +613,7 @@ class _ReducedCanvas:
         pair = iou.argmax(axis=1) if len(full) else np.zeros(0, int)
         if (np.all(sides >= MIN_REDUCED_FACE_PX) and len(set(pair.tolist())) == len(pair)
                 and np.all(iou[np.arange(len(pair)), pair] >= 0.5)):
-            self.run = _Run(full, small, pair, before)
+            self.run = _Run(full, small, pair, self.same_face_iou, before)
         return full
 
 
