@@ -150,8 +150,8 @@ def run(
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Faces, lips and ASD.")] = None,
     diarization: Annotated[Optional[bool], typer.Option("--diarization/--no-diarization", help="Speaker diarization.")] = None,
     concurrent_sources: Annotated[Optional[int], typer.Option(
-        min=1, help="Sources processed at once (default 2: the next source's audio stages overlap this one's "
-                    "video stages; each stage takes one source at a time). 1 = one after another.")] = None,
+        min=1, help="Sources processed at once (default 4: the next sources' stages overlap this one's; each "
+                    "stage takes one source at a time). 1 = one after another.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars per source and stage.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and third-party output.")] = False,
 ) -> None:

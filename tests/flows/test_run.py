@@ -141,7 +141,7 @@ def test_bad_inputs_fail_clearly_and_good_ones_produce_shards(main_run, inputs):
 
 
 def test_sources_pipeline_through_the_stages(main_run, inputs):
-    """Two sources at a time (the default ``concurrent_sources``): some source's ASR record lands while another
+    """Several sources at a time (the default ``concurrent_sources``): some source's ASR record lands while another
     source is still between its ASR and its packaging (their stages overlap; a one-at-a-time run never does), and
     the report keeps the order of the command line."""
     out, _ = main_run
