@@ -6,12 +6,15 @@ No download and no torch: faster-whisper runs the ONNX model through onnxruntime
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cinedub.diarization.config import VadConfig
 from cinedub.timebase import sample_to_ms
+
+if TYPE_CHECKING:
+    from faster_whisper.vad import VadOptions
 
 SAMPLE_RATE_HZ = 16_000
 
@@ -62,9 +65,9 @@ def speech_regions(
 VAD_BLOCK_S = 600  # Silero VAD runs on blocks of this much audio (see silero_chunks)
 
 
-def silero_chunks(wav: np.ndarray, opts: Any, block_s: int = VAD_BLOCK_S) -> list[dict[str, int]]:
+def silero_chunks(wav: np.ndarray, opts: VadOptions, block_s: int = VAD_BLOCK_S) -> list[dict[str, int]]:
     """Silero VAD's speech chunks of ``wav`` (float32 mono 16 kHz), as faster-whisper's ``get_speech_timestamps``
-    finds them with ``opts`` (a ``faster_whisper.vad.VadOptions``; its ``vad_filter`` uses the defaults), computed
+    finds them with ``opts`` (faster-whisper's ``vad_filter`` uses the default ``VadOptions()``), computed
     on blocks of ``block_s`` seconds: that function makes a padded copy and a windowed copy of its whole input, which
     on a 2-hour episode is about 1 GB, and its working memory then stays block-sized.
 

@@ -1,7 +1,7 @@
 """Sources processed concurrently pipeline through the stages: one call of a stage instance at a time.
 
 Two sources from ../shared/media run the declared pipeline's real ingest stage plus a probe stage, each source in
-its own thread (as `cinedub run` does with ``concurrent_sources: 2``). The probe's calls must never overlap, every
+its own thread (as `cinedub run` does with ``concurrent_sources`` above 1). The probe's calls must never overlap, every
 call must still happen, and each source's records must be those of a run on its own.
 """
 
