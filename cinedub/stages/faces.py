@@ -15,6 +15,7 @@ from pathlib import Path
 from cinedub.config import Config
 from cinedub.diarization.records import DiarizationResult
 from cinedub.errors import MediaError
+from cinedub.models import model_name, model_path
 from cinedub.ops.speech import speech_spans
 from cinedub.progress import Reporter, no_report
 from cinedub.stages.base import Resources, Stage, StageContext
@@ -24,25 +25,25 @@ from cinedub.vision.extract import extract_faces
 from cinedub.vision.landmarks import LipLandmarker
 from cinedub.vision.records import FaceTrackList
 
-FACEMESH = "mediapipe-facemesh-0.10.21"
-
 
 class FacesStage(Stage):
     """Face tracks with lips and crops inside the speech of one source.
 
-    ``setup`` loads the detector once (SCRFD on ONNX Runtime, CUDA when present; mediapipe as the fallback).
+    ``setup`` loads the detector once (SCRFD on ONNX Runtime, CUDA when present; mediapipe as the fallback) and
+    FaceMesh's landmark network (LiteRT, one thread: it runs on the crop thread beside decoding and detection).
     """
 
     name = "faces"
-    version = "5"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
+    version = "6"  # v2: detection every 200 ms, tracked between; v3: shots found in the same decode, frame
     # indices in decode order (corrupt packets skipped), tracks end in the source; v4: keyframes on the reduced
-    # canvas while a run's faces are large (opt-in); v5: reduced keyframes on the full canvas's geometry
+    # canvas while a run's faces are large (opt-in); v5: reduced keyframes on the full canvas's geometry; v6: lips
+    # from FaceMesh's landmark network on the smoothed face box of every frame (not the graph's tracking)
     inputs = ("ingest", "transcript", "diarization")
     optional = frozenset({"diarization"})
     output = "faces"
     record = FaceTrackList
     config_sections = ("vision", "shots")
-    models = ("scrfd",)
+    models = ("scrfd", "facemesh")
     resources = Resources(cpus=2.0, gpus=0.25, gpu_memory_gb=1.0)
 
     @classmethod
@@ -51,14 +52,12 @@ class FacesStage(Stage):
 
     @classmethod
     def model_names(cls, cfg: Config) -> list[str]:
-        return [f"{cfg.vision.detector}:{cfg.vision.scrfd_dir_name}", FACEMESH]
+        names = [f"{cfg.vision.detector}:{cfg.vision.scrfd_dir_name}"]
+        return names + [model_name(cfg, "facemesh")] if cfg.vision.landmarks else names
 
     def setup(self) -> None:
         self.detector = build_detector(self.cfg.vision, self.cfg.models_dir, self.device)
-        # FaceMesh graphs kept from source to source (the first costs about a second: mediapipe's import and
-        # model); a track takes one and gives it back reset, since the tracking state must not carry from one
-        # face to the next
-        self.landmarkers: list[LipLandmarker] = [LipLandmarker()] if self.cfg.vision.landmarks else []
+        self.landmarker = LipLandmarker(model_path(self.cfg, "facemesh")) if self.cfg.vision.landmarks else None
         # once per worker too, not in the first source's time (about 0.5 s on 2 cores): PySceneDetect (the cut
         # finder; it runs ffmpeg when imported) and pandas (pyarrow imports it on the first Table.from_pylist)
         import pandas  # noqa: F401
@@ -107,6 +106,6 @@ class FacesStage(Stage):
             progress=progress,
             end_limit_ms=source.duration_ms,
             declared_frames=source.n_frames,
-            landmarkers=self.landmarkers,
+            landmarker=self.landmarker,
         )
         return result

@@ -26,7 +26,7 @@ class VisionConfig(BaseModel):
         det_batch_size: frames per detector call (one ONNX run on a batch; helps most on GPU).
         detect_every_ms: the detector runs on one frame every this many ms of a shot (and always on the first
             decoded frame of a shot or after a gap in decoding); the tracker joins the detections and interpolates
-            the boxes of the frames between them, and FaceMesh still runs on every tracked frame, so lips stay
+            the boxes of the frames between them, and the lip landmarks still run on every tracked frame, so lips stay
             frame-level. 200 ms is 5 Hz, the rate FunCineForge detects at; 0 detects on every frame. A face that
             enters or leaves mid-shot is tracked from / until the nearest detection (at most this late / early).
         track_det_size: canvas side (px) of most keyframes while the faces of a run are large. An anchor keyframe
@@ -60,8 +60,9 @@ class VisionConfig(BaseModel):
         face_crop_size: side (px) of the encoded face crop (Light-ASD crops are 224, scored on their central 112).
         mouth_crop_size: side (px) of the encoded mouth crop (96 as in LRS3 lip-reading pipelines).
         mouth_crop_scale: mouth crop side as a fraction of the face box side.
-        landmarks: run mediapipe FaceMesh for the lip contour (else lips are empty and the mouth crop is placed
-            from the detector's mouth points).
+        landmarks: run FaceMesh's landmark network for the lip contour (else lips are empty and the mouth crop is
+            placed from the detector's mouth points); its file ``face_landmark.tflite`` is read from
+            ``<models_dir>/<facemesh_dir_name>``, else from the installed mediapipe wheel.
         image_format / image_quality: encoding of the crops ("jpeg" or "webp", quality 1-100).
         asd_model: checkpoint file in ``<models_dir>/light-asd`` ("pretrain_AVA_CVPR.model" or
             "finetuning_TalkSet.model").
@@ -87,6 +88,7 @@ class VisionConfig(BaseModel):
     detector: Literal["scrfd", "mediapipe"] = "scrfd"
     fallback_to_mediapipe: bool = True
     scrfd_dir_name: str = "scrfd-500m"
+    facemesh_dir_name: str = "mediapipe-facemesh"
     det_size: int = Field(640, ge=128, le=1920)
     det_threshold: float = Field(0.5, gt=0, lt=1)
     nms_threshold: float = Field(0.4, gt=0, lt=1)

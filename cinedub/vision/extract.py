@@ -36,6 +36,7 @@ from cinedub.vision.landmarks import (
     LipLandmarker,
     encode_image,
     face_affine,
+    landmark_affine,
     mouth_affine,
     roll_from_eyes,
     warp,
@@ -104,7 +105,6 @@ class _Emitter:
     track: RawTrack
     next_pos: int = 0  # positions before it are handed to the crop worker (main thread's cursor)
     rows: list[dict] = field(default_factory=list)  # filled by the crop worker
-    landmarker: LipLandmarker | None = None
     # rows of a long track written ahead to a file of their own until the track ends (kept or dropped), so a shot
     # of many minutes holds at most _SPILL_ROWS rows in memory
     spill: pq.ParquetWriter | None = None
@@ -125,10 +125,10 @@ MIN_REDUCED_FACE_PX = 32
 
 class _CropWorker:
     """One background thread that runs the crop/lip jobs in submission order, while the calling thread decodes and
-    detects (FaceMesh, warps and JPEG encoding release the GIL, so the two overlap on two cores). Jobs of one track
-    stay in order (its FaceMesh tracks across consecutive frames) and a track's rows are final when its finish job
-    has run. At most ``max_frames`` frames wait in jobs; :meth:`submit` blocks beyond that. A job's exception is
-    raised by a later :meth:`submit` or by :meth:`drain`."""
+    detects (the landmark network, warps and JPEG encoding release the GIL, so the two overlap on two cores). Jobs
+    of one track stay in order and a track's rows are final when its finish job has run. At most ``max_frames``
+    frames wait in jobs; :meth:`submit` blocks beyond that. A job's exception is raised by a later :meth:`submit` or
+    by :meth:`drain`."""
 
     def __init__(self, max_frames: int):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces-crops")
@@ -187,7 +187,7 @@ def extract_faces(
     progress: Reporter = no_report,
     end_limit_ms: int | None = None,
     declared_frames: int | None = None,
-    landmarkers: list[LipLandmarker] | None = None,
+    landmarker: LipLandmarker | None = None,
 ) -> tuple[FaceTrackList, ExtractStats]:
     """Find, track and crop the faces of ``video_path`` inside the (padded) speech spans.
 
@@ -206,8 +206,7 @@ def extract_faces(
         end_limit_ms: the source's duration: no track (and no shot) ends after it.
         declared_frames: frames the container declares (``Source.n_frames``): the progress total, and to count
             frames lost to corrupt data.
-        landmarkers: idle FaceMesh graphs owned by the caller (a stage keeps them from source to source): tracks
-            take them from this list and put them back reset; None = graphs made and closed by this call.
+        landmarker: the lip landmark network (used on the crop thread only); needed when ``vcfg.landmarks``.
 
     Frame indices are the decode order. With ``shot_cfg`` every frame is decoded in sequence (corrupt packets
     skipped as ffmpeg does and counted in ``FaceTrackList.bad_packets``), so indices count the frames decoded; with
@@ -219,7 +218,11 @@ def extract_faces(
 
     Raises:
         MediaError: the video cannot be decoded.
+        ValueError: ``vcfg.landmarks`` without a ``landmarker``.
     """
+    if vcfg.landmarks and landmarker is None:
+        raise ValueError("faces: vision.landmarks is on but no lip landmarker was given")
+    lips_net = landmarker if vcfg.landmarks else None
     t_start = time.perf_counter()
     stats = ExtractStats()
     decode_stats = DecodeStats()
@@ -240,10 +243,7 @@ def extract_faces(
     pending_bytes = [0]  # encoded crop bytes in pending_rows
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
-    started: set[_Emitter] = set()  # emitters of unfinished tracks, to close their FaceMesh graphs if the run fails
-    # FaceMesh graphs of finished tracks, reset (touched by the crop worker only, and here once it has stopped)
-    idle_landmarkers: list[LipLandmarker] = landmarkers if landmarkers is not None else []
-    crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
+    started: set[_Emitter] = set()  # emitters of unfinished tracks, to delete their spill files if the run fails
     kept: list[FaceTrack] = []
     face_frames: set[int] = set()
 
@@ -257,12 +257,8 @@ def extract_faces(
 
     def crop_job(em: _Emitter, start: int, frames: list[DecodedFrame]) -> None:  # on the crop worker
         t0 = time.perf_counter()
-        if em.landmarker is None and vcfg.landmarks:
-            # taken late (most one-frame false positives never need one), from the graphs of finished tracks when
-            # there is one: a reset graph gives the same points as a new one and costs half its start
-            em.landmarker = idle_landmarkers.pop() if idle_landmarkers else LipLandmarker()
         for pos, frame in enumerate(frames, start):
-            em.rows.append(_crop_row(em, pos, frame, half, vcfg))
+            em.rows.append(_crop_row(em, pos, frame, half, vcfg, lips_net))
         if em.first_pts_ms is None and em.rows:
             em.first_pts_ms = em.rows[0]["pts_ms"]
         if em.rows:
@@ -331,10 +327,6 @@ def extract_faces(
                     mean_det_score=round(float(np.nanmean(scores)), 4),
                 )
             )
-        if em.landmarker is not None:
-            em.landmarker.reset()
-            idle_landmarkers.append(em.landmarker)
-            em.landmarker = None
         close_spill(em, copy=False)  # a dropped track's (a kept one's is closed above)
         em.rows = []  # handed on (or dropped): a finished track holds no crops, so memory does not grow with length
         started.discard(em)
@@ -374,6 +366,7 @@ def extract_faces(
     sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}
     per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
+    crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
     reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height, detector)
@@ -456,14 +449,7 @@ def extract_faces(
         tmp.unlink(missing_ok=True)
         for em in started:
             close_spill(em, copy=False)
-            if em.landmarker is not None:
-                em.landmarker.reset()
-                idle_landmarkers.append(em.landmarker)
         raise
-    finally:
-        if landmarkers is None:
-            for lm in idle_landmarkers:
-                lm.close()
     stats.total_s = time.perf_counter() - t_start
     kept.sort(key=lambda t: (t.start_frame, t.track_id))
     result = FaceTrackList(
@@ -668,9 +654,10 @@ def _median_window(values: np.ndarray, pos: int, half: int) -> float:
     return float(np.median(values[lo:hi]))
 
 
-def _crop_row(em: _Emitter, pos: int, frame: DecodedFrame, half: int, vcfg: VisionConfig) -> dict:
-    """Face crop, lips and mouth crop of position ``pos`` of a track (``frame`` is its frame); the track's geometry
-    up to ``pos + half`` must be final (tracks only append)."""
+def _crop_row(em: _Emitter, pos: int, frame: DecodedFrame, half: int, vcfg: VisionConfig,
+              landmarker: LipLandmarker | None) -> dict:
+    """Face crop, lips (``landmarker`` None: none) and mouth crop of position ``pos`` of a track (``frame`` is its
+    frame); the track's geometry up to ``pos + half`` must be final (tracks only append)."""
     t = em.track
     lo, hi = max(0, pos - half), min(len(t.frames), pos + half + 1)
     boxes = np.asarray(t.boxes[lo:hi], np.float64)
@@ -684,7 +671,7 @@ def _crop_row(em: _Emitter, pos: int, frame: DecodedFrame, half: int, vcfg: Visi
         roll = _median_window(np.array([roll_from_eyes(k) for k in kps]), p, half)
     fa = face_affine((cx, cy), size, roll, crop_scale=vcfg.crop_scale, out_size=vcfg.face_crop_size)
     face = warp(frame.image, fa, vcfg.face_crop_size)
-    lips = em.landmarker.lips(face, fa) if em.landmarker is not None else None
+    lips = None if landmarker is None else landmarker.lips(frame.image, landmark_affine((cx, cy), size, roll))
     k = np.asarray(t.kps[pos], np.float64).reshape(5, 2)
     if lips is not None:
         mouth_c = lips[: len(lips) // 2].mean(axis=0)  # centre of the outer contour

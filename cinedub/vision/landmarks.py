@@ -1,4 +1,4 @@
-"""Lip landmarks (mediapipe FaceMesh), aligned face crops, mouth crops and their encoding.
+"""Lip landmarks (FaceMesh's landmark network), aligned face crops, mouth crops and their encoding.
 
 Geometry of the face crop follows the Light-ASD / TalkNet demo (``crop_video`` in Light-ASD's
 ``Columbia_test.py``): a square of side ``(1 + crop_scale) * s`` around the (median-smoothed) face box, where ``s``
@@ -6,14 +6,18 @@ is the box's longer side, shifted down by ``crop_scale * s / 2`` to keep the chi
 ``face_crop_size``. Light-ASD scores the central half of that crop in grey at 112x112, so crops made here feed
 it as in training. Here the crop can also be rotated to level the eyes (``align_roll``).
 
-Lips: FaceMesh (468 points, Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on Mobile
-GPUs", 2019) runs on the face crop, one tracking FaceMesh instance per face track; the 40 lip contour points of
-``mp.solutions.face_mesh.FACEMESH_LIPS`` are mapped back to frame pixels.
+Lips: the face landmark network of mediapipe's FaceMesh (468 points, Kartynnik et al., "Real-time Facial Surface
+Geometry from Monocular Video on Mobile GPUs", 2019; ``face_landmark.tflite`` as shipped in the mediapipe 0.10.21
+wheel) runs on LiteRT, on a 192 px square around the tracked, smoothed face box (:func:`landmark_affine`). The
+FaceMesh graph instead re-centres that square on the previous frame's points (tracking mode), which ties a graph
+to one face track and costs about 2 ms more per frame in graph overhead; here every frame is independent. The 40
+lip contour points of ``mp.solutions.face_mesh.FACEMESH_LIPS`` are mapped back to frame pixels.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +29,18 @@ LIP_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 31
 LIP_INDICES = LIP_OUTER + LIP_INNER
 
 PAD_GREY = 110  # TalkNet/Light-ASD pad value around frames before cropping
+
+# Input side of FaceMesh's landmark network (``face_landmark.tflite``: 1 x 192 x 192 x 3 float RGB in [0, 1]).
+LANDMARK_INPUT_PX = 192
+# The network's input square around a face box of longer side ``s`` (SCRFD's box, smoothed): side
+# ``LANDMARK_ROI_SCALE * s``, centred ``LANDMARK_ROI_SHIFT * s`` below the box centre along the face's vertical axis.
+# FaceMesh's own square is 1.5x the box of its previous points, centred on it; SCRFD's box is larger than those points
+# (it takes in the forehead). Set on dialogue_5shots, grp_0a and twoshot_dev (whole files): these values put the lips
+# a median 1.2-1.6 % of the mouth's width (90th percentile 2.0-3.4 %) from the FaceMesh graph's tracked output; the
+# minimum is broad (scale 1.2-1.5, shift 0.02-0.08: medians within 2.5 %), while a square 0.2 s lower misses the
+# lips by 25-40 % (the network expects the face centred).
+LANDMARK_ROI_SCALE = 1.35
+LANDMARK_ROI_SHIFT = 0.05
 
 
 def roll_from_eyes(kps: np.ndarray) -> float:
@@ -54,6 +70,15 @@ def face_affine(
     scale = out_size / max(size_px * (1 + crop_scale), 1e-3)
     half = out_size / 2
     return _similarity(box_center, roll_deg, scale, (half, half - scale * size_px * crop_scale / 2))
+
+
+def landmark_affine(box_center: tuple[float, float], size_px: float, roll_deg: float) -> np.ndarray:
+    """``(2, 3)`` affine mapping frame px to the landmark network's 192 px input (:data:`LANDMARK_ROI_SCALE`,
+    :data:`LANDMARK_ROI_SHIFT`), rotated by ``roll_deg`` like the face crop. ``size_px`` is the face box's longer
+    side."""
+    scale = LANDMARK_INPUT_PX / max(size_px * LANDMARK_ROI_SCALE, 1e-3)
+    half = LANDMARK_INPUT_PX / 2
+    return _similarity(box_center, roll_deg, scale, (half, half - scale * size_px * LANDMARK_ROI_SHIFT))
 
 
 def mouth_affine(mouth_center: tuple[float, float], side_px: float, roll_deg: float, *, out_size: int) -> np.ndarray:
@@ -108,41 +133,49 @@ def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
 
 
 class LipLandmarker:
-    """FaceMesh on the face crops of one track (tracking mode: consecutive calls must be consecutive frames).
+    """FaceMesh's landmark network on LiteRT, one frame at a time (no state carried between calls).
+
+    Not thread-safe: one instance per thread (the faces stage has one crop thread). ``invoke`` releases the GIL.
 
     Args:
-        min_confidence: FaceMesh's detection and tracking confidence (mediapipe default 0.5).
+        model_path: ``face_landmark.tflite`` (model registry key ``facemesh``).
+        min_confidence: the face-presence score (sigmoid of the network's second output) below which a frame has no
+            lips; FaceMesh's ``min_tracking_confidence`` default 0.5.
+
+    Raises:
+        ValueError: the file is not a LiteRT model with FaceMesh's outputs (1404 point values and a presence score).
     """
 
-    def __init__(self, min_confidence: float = 0.5):
-        import mediapipe as mp
+    def __init__(self, model_path: str | Path, min_confidence: float = 0.5):
+        from ai_edge_litert.interpreter import Interpreter
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
-            max_num_faces=1,
-            refine_landmarks=False,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        try:
+            self._net = Interpreter(model_path=str(model_path), num_threads=1)
+            self._net.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(f"{model_path}: not a loadable LiteRT model ({e})") from None
+        inp = self._net.get_input_details()[0]
+        outs = {int(np.prod(d["shape"])): d["index"] for d in self._net.get_output_details()}
+        if tuple(inp["shape"]) != (1, LANDMARK_INPUT_PX, LANDMARK_INPUT_PX, 3) or 1404 not in outs or 1 not in outs:
+            raise ValueError(f"{model_path}: not FaceMesh's landmark network (input {tuple(inp['shape'])})")
+        self._input, self._points, self._presence = inp["index"], outs[1404], outs[1]
+        self._min_logit = math.log(min_confidence / (1 - min_confidence))
 
-    def lips(self, face_crop: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
-        """The 40 lip points (:data:`LIP_INDICES`) in frame px ``(40, 2)``, or None when FaceMesh finds no face.
+    def lips(self, image: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+        """The 40 lip points (:data:`LIP_INDICES`) in frame px ``(40, 2)`` float64, or None when the network's
+        face-presence score is below ``min_confidence``.
 
         Args:
-            face_crop: BGR crop made with ``affine`` (frame px -> crop px).
+            image: the BGR uint8 frame.
+            affine: frame px -> input px (:func:`landmark_affine`); pixels outside the frame repeat its border, as
+                mediapipe's ImageToTensorCalculator does.
         """
-        res = self._mesh.process(cv2.cvtColor(face_crop, cv2.COLOR_BGR2RGB))
-        if not res.multi_face_landmarks:
+        roi = cv2.warpAffine(image, affine, (LANDMARK_INPUT_PX, LANDMARK_INPUT_PX), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        x = cv2.cvtColor(roi, cv2.COLOR_BGR2RGB).astype(np.float32) * (1 / 255)
+        self._net.set_tensor(self._input, x[None])
+        self._net.invoke()
+        if float(self._net.get_tensor(self._presence).ravel()[0]) < self._min_logit:
             return None
-        lm = res.multi_face_landmarks[0].landmark
-        h, w = face_crop.shape[:2]
-        pts = np.array([(lm[i].x * w, lm[i].y * h) for i in LIP_INDICES], np.float64)
+        pts = self._net.get_tensor(self._points).reshape(468, 3)[list(LIP_INDICES), :2]
         return invert_points(affine, pts)
-
-    def reset(self) -> None:
-        """Forget the tracked face (a new graph run), so the next call may be another track's first frame; the
-        points are then those of a new landmarker (checked on real crops), for about half its start-up cost."""
-        self._mesh.reset()
-
-    def close(self) -> None:
-        self._mesh.close()

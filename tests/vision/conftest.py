@@ -1,4 +1,5 @@
-"""Fixtures of the vision tests: a fast config (SCRFD at 320 px), one detector, one Light-ASD, one torch thread."""
+"""Fixtures of the vision tests: a fast config (SCRFD at 320 px), one detector, one lip landmarker, one Light-ASD,
+one torch thread."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ def detector(vcfg, models_dir):
     det = build_detector(vcfg, models_dir)
     assert isinstance(det, ScrfdDetector) and det.batched
     return det
+
+
+@pytest.fixture(scope="session")
+def landmarker(models_dir):
+    """FaceMesh's landmark network, found through the model registry (the installed mediapipe wheel's file)."""
+    from cinedub.config import Config
+    from cinedub.models import model_path
+    from cinedub.vision.landmarks import LipLandmarker
+
+    return LipLandmarker(model_path(Config(models_dir=models_dir), "facemesh"))
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ FPS = Fraction(25)
 
 
 @pytest.fixture(scope="module")
-def d5(media_dir, vcfg, detector, asd_net, tmp_path_factory, shot_tools):
+def d5(media_dir, vcfg, detector, landmarker, asd_net, tmp_path_factory, shot_tools):
     video = media_dir / "dialogue_5shots" / "dialogue_5shots.mp4"
     truth = json.loads((media_dir / "dialogue_5shots" / "dialogue_5shots.truth.json").read_text())
     work = tmp_path_factory.mktemp("d5")
@@ -36,8 +36,7 @@ def d5(media_dir, vcfg, detector, asd_net, tmp_path_factory, shot_tools):
     turns = [Turn(int(round(t["start"] * 1000)), int(round(t["end"] * 1000)), t["speaker"]) for t in truth["turns"]]
     faces, stats = extract_faces(
         video, work / "faces.parquet", source_id="d5", speech_spans_ms=[(t.start_ms, t.end_ms) for t in turns],
-        shots=shots, vcfg=vcfg, detector=detector,
-    )
+        shots=shots, vcfg=vcfg, detector=detector, landmarker=landmarker)
     statuses, scores = score_tracks(asd_net, faces.frames_path, faces.tracks, audio, fps=FPS, vcfg=vcfg)
     rows = pq.read_table(faces.frames_path).to_pylist()
     samples, sr = load_audio(audio)
