@@ -128,7 +128,7 @@ class ScrfdDetector:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             # ONNX Runtime's pool threads spin after each run by default; in the faces stage they would spin on the
-            # cores that the crop thread (FaceMesh, warps, JPEG) needs between detection batches. Measured with the
+            # cores that the crop thread (lip landmarks, warps, JPEG) needs between detection batches. Measured with the
             # faces stage on the 4 benchmark sources (2 cores, farm-bench, 5 pairs): 0.89x the CPU, 0.92x the wall.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(proto.SerializeToString(), opts, providers=providers), True

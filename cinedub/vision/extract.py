@@ -113,9 +113,14 @@ class _Emitter:
     last_pts_ms: int = 0
 
 
-# Frames handed to the crop worker and not cropped yet, at most: a constant, like the decode buffer (about
-# max_gap + smoothing window frames), so memory does not grow with the source.
-_MAX_FRAMES_IN_FLIGHT = 16
+# Frames handed to the crop worker and not cropped yet, at most: one detection window (``det_batch_size`` keyframes
+# and the frames between them) and one keyframe period more, so the crop thread has the last window's frames to
+# work on while the calling thread decodes and detects the next one (with 16 it idled through most of each detection
+# batch; the 4 benchmark sources, whole videos, 2 cores, 10 pairs: 0.94-0.96x the wall time, peak +100 MB), and
+# never more than _MAX_BYTES_IN_FLIGHT of decoded pixels (about 20 frames at 1080p, 5 at 4K): a bound that holds
+# whatever the source's length, like the decode buffer's (about max_gap + smoothing window frames).
+_MAX_BYTES_IN_FLIGHT = 128 << 20
+_MIN_FRAMES_IN_FLIGHT = 4
 
 # Smallest face side (px on the detector's canvas) trusted to a reduced-size keyframe: twice SCRFD's smallest
 # anchor (16 px at stride 8, InsightFace's SCRFD configs), so a tracked face stays well inside what the reduced
@@ -366,7 +371,8 @@ def extract_faces(
     sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}
     per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
-    crops = _CropWorker(_MAX_FRAMES_IN_FLIGHT)
+    crops = _CropWorker(max(_MIN_FRAMES_IN_FLIGHT,
+                            min(window_frames + per_key, _MAX_BYTES_IN_FLIGHT // (3 * info.width * info.height))))
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
     reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height, detector)
