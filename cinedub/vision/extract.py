@@ -245,7 +245,7 @@ def extract_faces(
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     writer = pq.ParquetWriter(str(tmp), FRAMES_SCHEMA, compression="zstd")
     pending_rows: list[dict] = []
-    pending_bytes = [0]  # encoded crop bytes in pending_rows
+    pending_bytes = 0  # encoded crop bytes in pending_rows
     buffer: dict[int, DecodedFrame] = {}
     emitters: dict[int, _Emitter] = {}
     started: set[_Emitter] = set()  # emitters of unfinished tracks, to delete their spill files if the run fails
@@ -293,10 +293,11 @@ def extract_faces(
         em.spill = em.spill_path = None
 
     def write_pending() -> None:
+        nonlocal pending_bytes
         if pending_rows:
             writer.write_table(pa.Table.from_pylist(pending_rows, schema=FRAMES_SCHEMA))
             pending_rows.clear()
-        pending_bytes[0] = 0
+        pending_bytes = 0
 
     def finish(track: RawTrack) -> None:
         em = emitters.pop(track.track_no)
@@ -306,6 +307,7 @@ def extract_faces(
         crops.submit(finish_job, em, keep)
 
     def finish_job(em: _Emitter, keep: bool) -> None:  # on the crop worker, after the track's crop jobs
+        nonlocal pending_bytes
         track = em.track
         if keep:
             track_id = track_id_of(track)
@@ -315,7 +317,7 @@ def extract_faces(
                 write_pending()
                 close_spill(em, copy=True)
             pending_rows.extend(em.rows)
-            pending_bytes[0] += sum(len(r["face_crop"]) + len(r["mouth_crop"]) for r in em.rows)
+            pending_bytes += sum(len(r["face_crop"]) + len(r["mouth_crop"]) for r in em.rows)
             face_frames.update(track.frames)
             scores = np.asarray(track.scores, np.float64)
             kept.append(
@@ -335,7 +337,7 @@ def extract_faces(
         close_spill(em, copy=False)  # a dropped track's (a kept one's is closed above)
         em.rows = []  # handed on (or dropped): a finished track holds no crops, so memory does not grow with length
         started.discard(em)
-        if len(pending_rows) >= _FLUSH_ROWS or pending_bytes[0] >= _FLUSH_BYTES:
+        if len(pending_rows) >= _FLUSH_ROWS or pending_bytes >= _FLUSH_BYTES:
             write_pending()
 
     def step(frame: DecodedFrame, shot: int, dets: np.ndarray) -> None:
