@@ -106,7 +106,7 @@ def _specs(cfg: Config) -> list[ModelSpec]:
             optional=not cfg.run_visual or v.detector != "scrfd" or v.fallback_to_mediapipe,
         ),
         ModelSpec(
-            "facemesh", "faces", v.facemesh_dir_name, (FACEMESH_MODEL,), f"facemesh:{FACEMESH_MODEL}",
+            "facemesh", "faces", v.facemesh_dir_name, (FACEMESH_MODEL,), f"facemesh:mediapipe-0.10.21/{FACEMESH_MODEL}",
             "PyPI mediapipe==0.10.21 (scripts/setup.sh installs it; the file is read from the installed wheel when "
             "this folder lacks it; Apache-2.0)",
             path_of=FACEMESH_MODEL, optional=not cfg.run_visual or not v.landmarks,

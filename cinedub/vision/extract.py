@@ -113,14 +113,16 @@ class _Emitter:
     last_pts_ms: int = 0
 
 
-# Frames handed to the crop worker and not cropped yet, at most: one detection window (``det_batch_size`` keyframes
-# and the frames between them) and one keyframe period more, so the crop thread has the last window's frames to
-# work on while the calling thread decodes and detects the next one (with 16 it idled through most of each detection
-# batch; the 4 benchmark sources, whole videos, 2 cores, 10 pairs: 0.94-0.96x the wall time, peak +100 MB), and
-# never more than _MAX_BYTES_IN_FLIGHT of decoded pixels (about 20 frames at 1080p, 5 at 4K): a bound that holds
-# whatever the source's length, like the decode buffer's (about max_gap + smoothing window frames).
-_MAX_BYTES_IN_FLIGHT = 128 << 20
-_MIN_FRAMES_IN_FLIGHT = 4
+# Frame crops (a frame counts once per face tracked in it) handed to the crop worker and not done yet, at most: one
+# detection window (``det_batch_size`` keyframes and the frames between them) and one keyframe period more, so the
+# crop thread has the last window's frames to work on while the calling thread decodes and detects the next one
+# (with 16 it idled through most of each detection batch; the 4 benchmark sources, whole videos, 2 cores, 10 pairs:
+# 0.94-0.96x the wall time, peak +100 MB). Fewer when the window's frames would pass _WINDOW_BYTES_IN_FLIGHT of BGR
+# pixels (about 20 frames at 1080p), but never fewer than _MIN_FRAMES_IN_FLIGHT (the bound before, about 400 MB of
+# pixels at 4K); a job larger than the bound waits for the ones before it. Either way a bound that holds whatever
+# the source's length, like the decode buffer's (about max_gap + smoothing window frames).
+_WINDOW_BYTES_IN_FLIGHT = 128 << 20
+_MIN_FRAMES_IN_FLIGHT = 16
 
 # Smallest face side (px on the detector's canvas) trusted to a reduced-size keyframe: twice SCRFD's smallest
 # anchor (16 px at stride 8, InsightFace's SCRFD configs), so a tracked face stays well inside what the reduced
@@ -373,8 +375,8 @@ def extract_faces(
     sched = {"prev": None, "last_key_ms": None, "last_anchor_ms": None}
     per_key = max(1, ms_to_frames(vcfg.detect_every_ms, fps)) if vcfg.detect_every_ms > 0 else 1
     window_frames = detector.batch_size * per_key
-    crops = _CropWorker(max(_MIN_FRAMES_IN_FLIGHT,
-                            min(window_frames + per_key, _MAX_BYTES_IN_FLIGHT // (3 * info.width * info.height))))
+    crops = _CropWorker(max(_MIN_FRAMES_IN_FLIGHT, min(window_frames + per_key,
+                                                       _WINDOW_BYTES_IN_FLIGHT // max(1, 3 * info.width * info.height))))
     empty = np.zeros((0, 15), np.float32)
     pending: list[DecodedFrame] = []
     reduced = _ReducedCanvas.for_source(vcfg, info.width, info.height, detector)
@@ -674,12 +676,14 @@ def _crop_row(em: _Emitter, pos: int, frame: DecodedFrame, half: int, vcfg: Visi
     cx = _median_window((boxes[:, 0] + boxes[:, 2]) / 2, p, half)
     cy = _median_window((boxes[:, 1] + boxes[:, 3]) / 2, p, half)
     size = _median_window(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), p, half)
-    roll = 0.0
-    if vcfg.align_roll and np.any(kps[:, :4]):
-        roll = _median_window(np.array([roll_from_eyes(k) for k in kps]), p, half)
+    eye_roll = 0.0
+    if (vcfg.align_roll or landmarker is not None) and np.any(kps[:, :4]):
+        eye_roll = _median_window(np.array([roll_from_eyes(k) for k in kps]), p, half)
+    roll = eye_roll if vcfg.align_roll else 0.0
     fa = face_affine((cx, cy), size, roll, crop_scale=vcfg.crop_scale, out_size=vcfg.face_crop_size)
     face = warp(frame.image, fa, vcfg.face_crop_size)
-    lips = None if landmarker is None else landmarker.lips(frame.image, landmark_affine((cx, cy), size, roll))
+    # the landmark network expects an upright face (FaceMesh's graph levels the eyes too), whatever the crops do
+    lips = None if landmarker is None else landmarker.lips(frame.image, landmark_affine((cx, cy), size, eye_roll))
     k = np.asarray(t.kps[pos], np.float64).reshape(5, 2)
     if lips is not None:
         mouth_c = lips[: len(lips) // 2].mean(axis=0)  # centre of the outer contour

@@ -303,6 +303,8 @@ def test_lips_match_the_facemesh_graph(media_dir, vcfg, detector, landmarker, tm
 
     from cinedub.vision.landmarks import LIP_INDICES, invert_points
 
+    assert len(set(LIP_INDICES)) == 40
+    assert set(LIP_INDICES) == {i for edge in mp.solutions.face_mesh.FACEMESH_LIPS for i in edge}
     res, _ = extract_faces(media_dir / rel, tmp_path / "f.parquet", source_id="s", speech_spans_ms=[span], shots=None,
                            vcfg=vcfg, detector=detector, landmarker=landmarker)
     rows = pq.read_table(res.frames_path, columns=["track_id", "face_crop", "face_affine", "lip_xy"]).to_pylist()
@@ -363,3 +365,23 @@ def test_landmark_network_found_in_folder_or_wheel(tmp_path):
     assert local == tmp_path / "mediapipe-facemesh" / "face_landmark.tflite"
     with pytest.raises(ValueError, match="face_landmark.tflite"):
         LipLandmarker(local)
+
+
+def test_lips_do_not_depend_on_crop_alignment(media_dir, vcfg, detector, landmarker, tmp_path):
+    """The landmark network always sees the face levelled by its eyes (it expects an upright face, as FaceMesh's
+    graph levels it), so turning ``align_roll`` off changes the crops, not the lips."""
+    path, span = media_dir / "av_speakers" / "twoshot_dev.mp4", [(0, 3000)]
+    cols = ["track_id", "frame_index", "lip_xy", "face_affine"]
+    runs = {}
+    for align in (True, False):
+        cfg = vcfg.model_copy(update={"align_roll": align})
+        res, _ = extract_faces(path, tmp_path / f"{align}.parquet", source_id="s", speech_spans_ms=span, shots=None,
+                               vcfg=cfg, detector=detector, landmarker=landmarker)
+        runs[align] = pq.read_table(res.frames_path, columns=cols).to_pylist()
+    assert len(runs[True]) >= 50 and len(runs[True]) == len(runs[False])
+    rolled = 0
+    for a, b in zip(runs[True], runs[False]):
+        assert (a["track_id"], a["frame_index"]) == (b["track_id"], b["frame_index"])
+        assert a["lip_xy"] == b["lip_xy"]
+        rolled += a["face_affine"] != b["face_affine"]
+    assert rolled >= 0.5 * len(runs[True])  # the crops did change: the heads are not exactly level
