@@ -90,6 +90,27 @@ def test_english_monologue_accented_speaker(transcribe, asr_stage, audio_16k, me
 
 
 @pytest.mark.slow
+def test_transcription_reuses_language_ids_first_window(transcribe, asr_stage, audio_16k, monkeypatch):
+    """Transcription's first 30 s window is language id's (the same features, bit for bit), so its encoder output is
+    reused instead of computed again: one encoder pass fewer, and the same transcript as without the reuse."""
+    first, _, _ = transcribe("en_monologue")
+    passes = []
+    encode = asr_stage._whisper_encode
+    monkeypatch.setattr(asr_stage, "_whisper_encode", lambda f: passes.append(f.shape) or encode(f))
+    again = asr_stage.transcribe(audio_16k["en_monologue"])
+    reused = len(passes)
+    assert again == first
+
+    class Forgetful:  # keeps no window: every window is encoded
+        pair = property(lambda self: None, lambda self, value: None)
+
+    monkeypatch.setattr(asr_stage, "_first_window", Forgetful())
+    passes.clear()
+    assert asr_stage.transcribe(audio_16k["en_monologue"]) == first
+    assert len(passes) == reused + 1  # en_monologue: one window, encoded once instead of twice
+
+
+@pytest.mark.slow
 def test_jfk_wer(transcribe, media_dir):
     transcript, _, took = transcribe("jfk")
     score = wer(_references(media_dir)["jfk.flac"], transcript.text)
