@@ -67,18 +67,23 @@ def face_affine(
     ``size_px`` is the face box's longer side; the crop covers ``(1 + crop_scale) * size_px`` and its centre
     sits ``crop_scale * size_px / 2`` below the box centre along the face's vertical axis.
     """
-    scale = out_size / max(size_px * (1 + crop_scale), 1e-3)
+    return _box_square(box_center, size_px, roll_deg, 1 + crop_scale, crop_scale / 2, out_size)
+
+
+def _box_square(box_center: tuple[float, float], size_px: float, roll_deg: float, side: float, shift: float,
+                out_size: int) -> np.ndarray:
+    """Frame px -> an ``out_size`` square of side ``side * size_px`` centred ``shift * size_px`` below the box centre
+    along the face's vertical axis (rotated by ``roll_deg``): the face crop's and the landmark input's geometry."""
+    scale = out_size / max(size_px * side, 1e-3)
     half = out_size / 2
-    return _similarity(box_center, roll_deg, scale, (half, half - scale * size_px * crop_scale / 2))
+    return _similarity(box_center, roll_deg, scale, (half, half - scale * size_px * shift))
 
 
 def landmark_affine(box_center: tuple[float, float], size_px: float, roll_deg: float) -> np.ndarray:
     """``(2, 3)`` affine mapping frame px to the landmark network's 192 px input (:data:`LANDMARK_ROI_SCALE`,
     :data:`LANDMARK_ROI_SHIFT`), rotated by ``roll_deg`` like the face crop. ``size_px`` is the face box's longer
     side."""
-    scale = LANDMARK_INPUT_PX / max(size_px * LANDMARK_ROI_SCALE, 1e-3)
-    half = LANDMARK_INPUT_PX / 2
-    return _similarity(box_center, roll_deg, scale, (half, half - scale * size_px * LANDMARK_ROI_SHIFT))
+    return _box_square(box_center, size_px, roll_deg, LANDMARK_ROI_SCALE, LANDMARK_ROI_SHIFT, LANDMARK_INPUT_PX)
 
 
 def mouth_affine(mouth_center: tuple[float, float], side_px: float, roll_deg: float, *, out_size: int) -> np.ndarray:
